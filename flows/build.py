@@ -1,0 +1,206 @@
+"""The MODALINK workflow, wired from the steps in tasks/.
+
+`build_dataset` (flow "modalink") expands and acquires the sources, runs `process_video` (flow
+"modalink-video") for each video, and publishes the records. Inside a video flow the segment steps
+are mapped per segment and run concurrently: faces -> media -> transcription, each segment moving
+on as soon as its own previous step is done. A failing segment or video is logged and counted; the
+run goes on.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, unmapped
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from modalink import timing
+from modalink.config import Config
+from modalink.records import DROP_NO_FACE, DROP_TOO_SHORT, SegmentRecord, Video, VideoRecord
+from tasks.acquire import SourceError, acquire_task, expand_sources_task, safe_id
+from tasks.audio import extract_audio_task
+from tasks.clips import write_segment_media_task
+from tasks.faces import detect_faces_task
+from tasks.probe import probe_task
+from tasks.publish import ErrorLog, publish_records, write_summary
+from tasks.speakers import split_speakers_task
+from tasks.transcribe import failed_transcript, get_backend, transcribe_task
+from tasks.vad import detect_speech_task
+
+PACKAGES = ("modalink", "prefect", "yt-dlp", "webrtcvad-wheels", "librosa", "mtcnn", "tensorflow-cpu",
+            "faster-whisper", "SpeechRecognition", "boto3", "numpy")
+
+
+@dataclass
+class VideoOutcome:
+    video: VideoRecord
+    segments: list[SegmentRecord] = field(default_factory=list)
+
+
+def outcome(future: PrefectFuture) -> tuple[Any, BaseException | None]:
+    """(result, None) for a completed task, (None, its exception) for a failed one."""
+    future.wait()
+    try:
+        return future.state.result(), None
+    except BaseException as exc:  # noqa: BLE001 - the flow decides what a failure means
+        return None, exc
+
+
+def cache_storage(dataset_dir: str) -> Path:
+    """Task results live with the dataset, so cached steps survive a crash or a restart."""
+    return Path(dataset_dir).resolve() / ".modalink" / "cache"
+
+
+def _retry_delays(first: float, retries: int) -> list[float]:
+    return [first * 2**k for k in range(retries)]
+
+
+@flow(name="modalink-video", flow_run_name="video {video.video_id}", persist_result=True)
+def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> VideoOutcome:
+    cfg = Config.from_dict(config)
+    logger = get_run_logger()
+    errors = ErrorLog(dataset_dir)
+    info = video.info
+    record = VideoRecord(video_id=video.video_id, source=video.source, status="ok", title=info.get("title"),
+                         channel=info.get("channel"), upload_date=info.get("upload_date"), url=info.get("url"),
+                         license=info.get("license"))
+
+    media_info = probe_task(video)
+    record.duration, record.width, record.height = round(media_info.duration, 3), media_info.width, media_info.height
+    audio_path = Path(dataset_dir) / ".modalink" / "work" / video.video_id / "audio.wav"
+    audio = extract_audio_task.with_options(retries=cfg.run.retries)(video, str(audio_path), cfg.audio)
+    record.audio_fallback = audio.fallback
+    speech = detect_speech_task(video, audio, cfg.vad)
+    segments = split_speakers_task(video, audio, speech.spans, cfg.speakers)
+    record.speech_segments, record.segments_found = len(speech.spans), len(segments)
+    record.segments_dropped[DROP_TOO_SHORT] = speech.too_short
+    logger.info("%s: %d speech segments, %d pieces after speaker split", video.video_id, len(speech.spans), len(segments))
+
+    faces = detect_faces_task.map(video, media_info, segments, cfg.faces)
+    media = write_segment_media_task.map(video, segments, faces, unmapped(str(audio.path)), unmapped(dataset_dir), cfg.clips)
+    transcriber = transcribe_task.with_options(retries=cfg.asr.retries,
+                                               retry_delay_seconds=_retry_delays(cfg.asr.retry_delay_s, cfg.asr.retries))
+    transcripts = transcriber.map(segments, unmapped(video.fingerprint), media, unmapped(dataset_dir), cfg.asr)
+
+    result = VideoOutcome(record)
+    for segment, face_future, media_future, transcript_future in zip(segments, faces, media, transcripts):
+        where = f"video {video.video_id} segment {segment.name}"
+        found, error = outcome(face_future)
+        if error is None:
+            written, error = outcome(media_future)
+        if error is not None:
+            errors.add(f"{where}: faces/media", error)
+            record.segments_dropped["error"] = record.segments_dropped.get("error", 0) + 1
+            continue
+        if found.active is None:
+            record.segments_dropped[DROP_NO_FACE] += 1
+            continue
+        transcript, error = outcome(transcript_future)
+        if error is not None:
+            errors.add(f"{where}: transcription failed after {cfg.asr.retries} retries", error)
+            transcript = failed_transcript(error, cfg.asr)
+            record.transcription_failed += 1
+        result.segments.append(SegmentRecord.build(video, segment, found, written, transcript, cfg.asr.language))
+    record.segments_kept = len(result.segments)
+    logger.info("%s: kept %d of %d segments (dropped: %s)", video.video_id, record.segments_kept,
+                record.segments_found + speech.too_short, record.segments_dropped)
+    return result
+
+
+def failed_video(video_id: str, source: str, error: BaseException) -> VideoRecord:
+    return VideoRecord(video_id=video_id, source=source, status="failed", error=str(error) or type(error).__name__)
+
+
+@flow(name="modalink", persist_result=False)
+def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build (or extend) the dataset at `out` from videos, playlists, files or folders."""
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    timing.reset()
+    cfg = Config.load(overrides=config)
+    logger = get_run_logger()
+    dataset = Path(out)
+    dataset.mkdir(parents=True, exist_ok=True)
+    errors = ErrorLog(dataset)
+    get_backend(cfg.asr).prepare()  # a bad backend or model fails here, before any work
+
+    videos: list[VideoRecord] = []
+    segments: list[SegmentRecord] = []
+    singles: list[str] = []
+    for source in sources:
+        try:
+            singles.extend(expand_sources_task([source], cfg.acquire))
+        except Exception as exc:  # noqa: BLE001 - one bad source never stops the others
+            errors.add(f"source {source}", exc)
+            videos.append(failed_video(safe_id(source), source, exc))
+            logger.error("%s: %s", source, exc)
+
+    download_dir = str(dataset / cfg.acquire.download_dir)
+    acquired = acquire_task.map(singles, cfg.acquire, unmapped(download_dir))
+    video_flow = process_video.with_options(task_runner=ThreadPoolTaskRunner(max_workers=cfg.run.workers),
+                                            result_storage=cache_storage(out))
+    for number, (source, future) in enumerate(zip(singles, acquired), start=1):
+        video, error = outcome(future)
+        if error is None:
+            state = video_flow(video, str(dataset), cfg.to_dict(), return_state=True)
+            try:
+                result: VideoOutcome = state.result()
+            except Exception as exc:  # noqa: BLE001
+                error = exc
+        if error is not None:
+            video_id = video.video_id if video else safe_id(source)
+            errors.add(f"video {video_id} ({source})", error)
+            videos.append(failed_video(video_id, source, error))
+            logger.error("[%d/%d] %s failed: %s", number, len(singles), source, error)
+            continue
+        videos.append(result.video)
+        segments.extend(result.segments)
+        logger.info("[%d/%d] %s: %d segments kept", number, len(singles), video.video_id, len(result.segments))
+
+    with timing.timed("records"):
+        manifest_lines, video_lines = publish_records(dataset, segments, videos)
+    summary = run_summary(cfg, sources, videos, segments, started, time.perf_counter() - clock,
+                          manifest_lines, errors.count, str(dataset.resolve()))
+    write_summary(dataset, summary)
+    return summary
+
+
+def run_summary(cfg: Config, sources: list[str], videos: list[VideoRecord], segments: list[SegmentRecord],
+                started: datetime, wall_s: float, manifest_lines: int, error_count: int, dataset: str) -> dict[str, Any]:
+    dropped: dict[str, int] = {}
+    for v in videos:
+        for reason, count in v.segments_dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + count
+    return {
+        "run_started": started.isoformat(timespec="seconds"),
+        "wall_s": round(wall_s, 2),
+        "dataset": dataset,
+        "sources": sources,
+        "videos": {"total": len(videos), "ok": sum(v.status == "ok" for v in videos),
+                   "failed": sum(v.status == "failed" for v in videos)},
+        "failed_videos": [{"video_id": v.video_id, "source": v.source, "error": v.error}
+                          for v in videos if v.status == "failed"],
+        "segments": {"kept": len(segments), "dropped": dropped,
+                     "transcription_failed": sum(s.transcript_status == "failed" for s in segments),
+                     "transcript_empty": sum(s.transcript_status == "empty" for s in segments),
+                     "manifest_total": manifest_lines},
+        "seconds_per_stage": timing.snapshot(),
+        "errors": error_count,
+        "config": cfg.to_dict(),
+        "versions": {"python": platform.python_version(), **_versions()},
+    }
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found

@@ -1,0 +1,25 @@
+"""What every step's Prefect task shares: the cache policy, the retry rule, and the error of a bad source."""
+from __future__ import annotations
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+# Cached across runs: the same inputs (which carry each file's fingerprint and the step's own config
+# section) and the same task code give the stored result back instead of doing the work again.
+CACHE_POLICY = INPUTS + TASK_SOURCE
+
+
+class MediaError(Exception):
+    """A source that cannot be used (no audio stream, does not decode, ...). Permanent: never retried."""
+
+
+def retry_unless_permanent(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
+    """Prefect retry condition: transient failures are retried, a bad source or bad config is not."""
+    from modalink.config import ConfigError
+
+    try:
+        state.result()
+    except (MediaError, ConfigError):
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return True

@@ -1,0 +1,82 @@
+"""Step 7, media of a kept segment: the MP4 clip, the 16 kHz WAV clip and the midpoint frame.
+
+One ffmpeg process writes both the clip (H.264 + AAC, re-encoded from an accurate seek, so it starts
+at the segment's time and not at the nearest keyframe) and the JPEG frame at the segment midpoint.
+The WAV clip is cut sample-exactly from the soundtrack extracted in step 3.
+"""
+from __future__ import annotations
+
+import os
+import wave
+from pathlib import Path
+
+from prefect import task
+
+from modalink.timing import timed
+
+from modalink.config import ClipConfig
+from modalink.ffmpeg_tools import ffmpeg
+from modalink.records import FaceResult, Segment, SegmentMedia, Video
+from tasks.base import CACHE_POLICY, retry_unless_permanent
+
+
+def media_paths(segment: Segment) -> SegmentMedia:
+    """Where a segment's files live, relative to the dataset root (the paper's file names)."""
+    return SegmentMedia(
+        video_clip=f"video_clips/{segment.video_id}/segment_{segment.name}.mp4",
+        audio_clip=f"audio_clips/{segment.video_id}/segment_{segment.name}.wav",
+        frame=f"video_frames/{segment.video_id}/frame_{segment.name}.jpg",
+    )
+
+
+def cut_wav(wav_path: str, start: float, end: float, out_path: Path) -> None:
+    with wave.open(wav_path) as source:
+        rate = source.getframerate()
+        first, last = int(round(start * rate)), int(round(end * rate))
+        source.setpos(min(first, source.getnframes()))
+        data = source.readframes(last - first)
+        params = source.getparams()
+    partial = out_path.with_name(out_path.name + ".partial")
+    with wave.open(str(partial), "wb") as clip:
+        clip.setparams(params)
+        clip.writeframes(data)
+    os.replace(partial, out_path)
+
+
+def write_clip_and_frame(source: str, start: float, end: float, clip_path: Path, frame_path: Path,
+                         config: ClipConfig) -> None:
+    clip_partial = clip_path.with_name(clip_path.stem + ".partial.mp4")
+    frame_partial = frame_path.with_name(frame_path.stem + ".partial.jpg")
+    duration = end - start
+    ffmpeg(
+        "-ss", f"{start:.3f}", "-t", f"{duration:.3f}", "-i", source,
+        "-map", "0:v:0", "-map", "0:a:0", "-c:v", config.video_codec, "-preset", config.preset,
+        "-crf", str(config.crf), "-pix_fmt", "yuv420p", "-c:a", config.audio_codec, "-b:a", config.audio_bitrate,
+        "-movflags", "+faststart", str(clip_partial),
+        "-map", "0:v:0", "-ss", f"{duration / 2:.3f}", "-frames:v", "1", "-q:v", str(config.jpeg_quality),
+        str(frame_partial),
+    )
+    os.replace(clip_partial, clip_path)
+    os.replace(frame_partial, frame_path)
+
+
+def write_segment_media(video: Video, segment: Segment, wav_path: str, dataset_dir: str,
+                        config: ClipConfig) -> SegmentMedia:
+    media = media_paths(segment)
+    root = Path(dataset_dir)
+    for relative in (media.video_clip, media.audio_clip, media.frame):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+    write_clip_and_frame(video.path, segment.start, segment.end, root / media.video_clip, root / media.frame, config)
+    cut_wav(wav_path, segment.start, segment.end, root / media.audio_clip)
+    return media
+
+
+@task(name="write-media", cache_policy=CACHE_POLICY, persist_result=True, retries=2, retry_delay_seconds=[1, 4],
+      retry_condition_fn=retry_unless_permanent, task_run_name="media {segment.video_id} {segment.name}")
+def write_segment_media_task(video: Video, segment: Segment, faces: FaceResult, wav_path: str, dataset_dir: str,
+                             config: ClipConfig) -> SegmentMedia | None:
+    """Writes media only for a segment with a face; `faces` is the detect-faces result it waits for."""
+    if faces.active is None:
+        return None
+    with timed("clips"):
+        return write_segment_media(video, segment, wav_path, dataset_dir, config)

