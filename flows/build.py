@@ -25,6 +25,7 @@ from modalink.config import Config
 from modalink.records import DROP_NO_FACE, DROP_TOO_SHORT, SegmentRecord, Video, VideoRecord
 from tasks.acquire import SourceError, acquire_task, expand_sources_task, safe_id
 from tasks.audio import extract_audio_task
+from tasks.base import MediaError
 from tasks.clips import write_segment_media_task
 from tasks.faces import detect_faces_task
 from tasks.probe import probe_task
@@ -41,6 +42,7 @@ PACKAGES = ("modalink", "prefect", "yt-dlp", "webrtcvad-wheels", "librosa", "mtc
 class VideoOutcome:
     video: VideoRecord
     segments: list[SegmentRecord] = field(default_factory=list)
+    errors_logged: int = 0
 
 
 def outcome(future: PrefectFuture) -> tuple[Any, BaseException | None]:
@@ -71,10 +73,16 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
                          channel=info.get("channel"), upload_date=info.get("upload_date"), url=info.get("url"),
                          license=info.get("license"))
 
-    media_info = probe_task(video)
-    record.duration, record.width, record.height = round(media_info.duration, 3), media_info.width, media_info.height
-    audio_path = Path(dataset_dir) / ".modalink" / "work" / video.video_id / "audio.wav"
-    audio = extract_audio_task.with_options(retries=cfg.run.retries)(video, str(audio_path), cfg.audio)
+    try:
+        media_info = probe_task(video)
+        record.duration, record.width, record.height = round(media_info.duration, 3), media_info.width, media_info.height
+        audio_path = Path(dataset_dir) / ".modalink" / "work" / video.video_id / "audio.wav"
+        audio = extract_audio_task.with_options(retries=cfg.run.retries)(video, str(audio_path), cfg.audio)
+    except MediaError as exc:  # a source that cannot be used: a clear per-video error, the run goes on
+        errors.add(f"video {video.video_id} ({video.source})", exc)
+        logger.warning("%s: %s", video.video_id, exc)
+        record.status, record.error = "failed", str(exc)
+        return VideoOutcome(record, errors_logged=errors.count)
     record.audio_fallback = audio.fallback
     speech = detect_speech_task(video, audio, cfg.vad)
     segments = split_speakers_task(video, audio, speech.spans, cfg.speakers)
@@ -108,6 +116,7 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
             record.transcription_failed += 1
         result.segments.append(SegmentRecord.build(video, segment, found, written, transcript, cfg.asr.language))
     record.segments_kept = len(result.segments)
+    result.errors_logged = errors.count
     logger.info("%s: kept %d of %d segments (dropped: %s)", video.video_id, record.segments_kept,
                 record.segments_found + speech.too_short, record.segments_dropped)
     return result
@@ -131,6 +140,7 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
 
     videos: list[VideoRecord] = []
     segments: list[SegmentRecord] = []
+    error_count = 0  # logged inside video flows; errors.count holds this flow's own
     singles: list[str] = []
     for source in sources:
         try:
@@ -160,12 +170,13 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
             continue
         videos.append(result.video)
         segments.extend(result.segments)
+        error_count += result.errors_logged
         logger.info("[%d/%d] %s: %d segments kept", number, len(singles), video.video_id, len(result.segments))
 
     with timing.timed("records"):
         manifest_lines, video_lines = publish_records(dataset, segments, videos)
     summary = run_summary(cfg, sources, videos, segments, started, time.perf_counter() - clock,
-                          manifest_lines, errors.count, str(dataset.resolve()))
+                          manifest_lines, errors.count + error_count, str(dataset.resolve()))
     write_summary(dataset, summary)
     return summary
 

@@ -51,6 +51,7 @@ class SpeakerConfig:
     window_s: float = 1.0  # MFCC window
     hop_s: float = 0.5  # step between consecutive windows
     n_mfcc: int = 13
+    use_c0: bool = False  # c0 is log energy: it dominates the cosine and hides changes of voice
     similarity_threshold: float = 0.9  # cosine similarity below this marks a speaker change
     min_piece_s: float = 0.5  # no piece shorter than this is cut off
 

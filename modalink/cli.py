@@ -1,0 +1,150 @@
+"""`modalink build SOURCE... --out DIR` and `modalink validate DIR`.
+
+Exit codes: 0 all videos processed, 3 finished but some videos failed (see videos.jsonl and
+errors.log), 2 bad input (one line on stderr, no traceback), 1 the run itself crashed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2, 3
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tasks.transcribe import BACKENDS
+
+    parser = argparse.ArgumentParser(prog="modalink", description="In-the-wild video to a synchronized "
+                                     "audio-video-text dataset (the MODALINK method).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="build or extend a dataset from videos, playlists, files or folders")
+    build.add_argument("sources", nargs="+", metavar="SOURCE", help="video URL, playlist URL, video file or folder")
+    build.add_argument("--out", required=True, help="dataset folder (created if missing)")
+    build.add_argument("--config", help="TOML or YAML file with sections such as [vad] or [asr]")
+    build.add_argument("--language", help="BCP-47 language of the speech (default ar-EG)")
+    build.add_argument("--asr", choices=sorted(BACKENDS), help="transcription backend (default google)")
+    build.add_argument("--asr-model", help="whisper model name or local path (default tiny.en for English, else base)")
+    build.add_argument("--workers", type=int, help="segments processed concurrently (default 4)")
+    build.add_argument("--set", action="append", default=[], metavar="SECTION.OPTION=VALUE",
+                       help="override any config option, e.g. --set faces.fps=2 (repeatable)")
+    build.add_argument("--verbose", action="store_true", help="show every task's log lines")
+    validate = commands.add_parser("validate", help="check a dataset: every record against the schema, every file present")
+    validate.add_argument("dataset", help="dataset folder")
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    from modalink.config import deep_update, parse_override
+
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        deep_update(overrides, parse_override(item))
+    flags = {("asr", "language"): args.language, ("asr", "backend"): args.asr, ("asr", "model"): args.asr_model,
+             ("run", "workers"): args.workers}
+    for (section, option), value in flags.items():
+        if value is not None:
+            overrides.setdefault(section, {})[option] = value
+    return overrides
+
+
+def check_sources(sources: list[str]) -> None:
+    from tasks.acquire import is_url
+
+    for source in sources:
+        if not is_url(source) and not Path(source).expanduser().exists():
+            raise UsageError(f"no such file or folder: {source}")
+
+
+def check_writable(out: str) -> None:
+    path = Path(out).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+
+
+def quiet_logging(verbose: bool) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not verbose:
+        for name in ("prefect.task_runs", "prefect.events", "prefect._internal", "absl", "tensorflow"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    videos, segments = summary["videos"], summary["segments"]
+    dropped = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in segments["dropped"].items()) or "none"
+    lines = [
+        "",
+        f"MODALINK dataset: {summary['dataset']}",
+        f"  videos:          {videos['ok']} ok, {videos['failed']} failed",
+        *(f"    failed {v['video_id']}: {v['error']}" for v in summary["failed_videos"]),
+        f"  segments kept:   {segments['kept']} (dropped: {dropped})",
+        f"  transcripts:     {segments['transcription_failed']} failed, {segments['transcript_empty']} empty",
+        f"  manifest:        {Path(summary['dataset']) / 'manifest.jsonl'} ({segments['manifest_total']} segments in all)",
+        f"  errors:          {summary['errors']}" + (" (see errors.log)" if summary["errors"] else ""),
+        f"  wall time:       {summary['wall_s']:.1f} s",
+    ]
+    print("\n".join(lines), file=sys.stderr)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from modalink.config import Config
+
+    check_sources(args.sources)
+    config = Config.load(args.config, overrides_from(args))
+    check_writable(args.out)
+    quiet_logging(args.verbose)
+    from tasks.transcribe import get_backend
+
+    get_backend(config.asr).prepare()  # a model that cannot load fails here, in one line
+    from flows.build import build_dataset
+
+    summary = build_dataset(sources=list(args.sources), out=str(Path(args.out).expanduser()), config=config.to_dict())
+    print_summary(summary)
+    return EXIT_SOME_FAILED if summary["videos"]["failed"] else EXIT_OK
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    from modalink.records import read_jsonl, schema_errors
+
+    root = Path(args.dataset)
+    if not (root / "manifest.jsonl").is_file():
+        raise UsageError(f"no manifest.jsonl in {root}")
+    records = list(read_jsonl(root / "manifest.jsonl"))
+    problems = schema_errors(records)
+    problems += [f"{r['segment_id']}: missing {r[k]}" for r in records for k in ("video_clip", "audio_clip", "frame")
+                 if isinstance(r.get(k), str) and not (root / r[k]).is_file()]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(json.dumps({"segments": len(records), "problems": len(problems)}))
+    return EXIT_OK if not problems else EXIT_SOME_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    from modalink.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return run_build(args) if args.command == "build" else run_validate(args)
+    except (UsageError, ConfigError) as exc:
+        print(f"modalink: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("modalink: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

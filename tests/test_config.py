@@ -1,0 +1,60 @@
+import dataclasses
+
+import pytest
+
+from modalink.config import Config, ConfigError, parse_override
+
+
+def test_defaults_are_the_papers():
+    c = Config()
+    assert (c.vad.frame_ms, c.vad.min_silence_s, c.vad.min_segment_s, c.vad.max_segment_s) == (30, 0.3, 0.5, 15.0)
+    assert (c.faces.fps, c.faces.max_frames, c.faces.scale) == (1.0, 10, 0.5)
+    assert (c.audio.sample_rate, c.asr.backend, c.asr.language) == (16000, "google", "ar-EG")
+    assert c.acquire.merge_output_format == "mp4"
+
+
+def test_toml_and_yaml_files_and_overrides(tmp_path):
+    (tmp_path / "c.toml").write_text('[faces]\nfps = 2\n[asr]\nbackend = "whisper"\nlanguage = "en-US"\n')
+    (tmp_path / "c.yaml").write_text("faces:\n  fps: 2\nasr:\n  backend: whisper\n  language: en-US\n")
+    for name in ("c.toml", "c.yaml"):
+        c = Config.load(tmp_path / name, {"faces": {"max_frames": "5"}, **parse_override("vad.aggressiveness=3")})
+        assert (c.faces.fps, c.faces.max_frames, c.vad.aggressiveness, c.asr.backend) == (2.0, 5, 3, "whisper")
+
+
+def test_round_trip_through_a_dict():
+    c = Config.load(overrides={"acquire": {"media_extensions": ".mp4,.mkv"}, "asr": {"model": "none"}})
+    assert c.acquire.media_extensions == (".mp4", ".mkv") and c.asr.model is None
+    assert Config.from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"faces": {"fsp": 2}}, "did you mean 'fps'"),
+    ({"facez": {"fps": 2}}, "did you mean 'faces'"),
+    ({"faces": {"fps": "fast"}}, "bad value for faces.fps"),
+    ({"faces": {"max_frames": 2.5}}, "whole number"),
+    ({"asr": {"backend": "nope"}}, "asr.backend must be one of"),
+    ({"vad": {"frame_ms": 25}}, "vad.frame_ms"),
+    ({"vad": {"aggressiveness": 4}}, "vad.aggressiveness"),
+    ({"speakers": {"enabled": "maybe"}}, "expected true or false"),
+])
+def test_bad_options_are_named(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.load(overrides=overrides)
+
+
+def test_bad_files_and_override_syntax(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        Config.load(tmp_path / "missing.toml")
+    (tmp_path / "c.ini").write_text("x")
+    with pytest.raises(ConfigError, match=".toml, .yaml"):
+        Config.load(tmp_path / "c.ini")
+    (tmp_path / "broken.toml").write_text("[faces\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        Config.load(tmp_path / "broken.toml")
+    with pytest.raises(ConfigError, match="SECTION.OPTION=VALUE"):
+        parse_override("fps=2")
+
+
+def test_every_section_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().faces.fps = 3  # type: ignore[misc]
