@@ -49,8 +49,8 @@ def write_clip_and_frame(source: str, start: float, end: float, clip_path: Path,
     frame_partial = frame_path.with_name(frame_path.stem + ".partial.jpg")
     duration = end - start
     ffmpeg(
-        "-ss", f"{start:.3f}", "-t", f"{duration:.3f}", "-i", source,
-        "-map", "0:v:0", "-map", "0:a:0", "-c:v", config.video_codec, "-preset", config.preset,
+        "-ss", f"{start:.3f}", "-i", source,
+        "-map", "0:v:0", "-map", "0:a:0", "-t", f"{duration:.3f}", "-c:v", config.video_codec, "-preset", config.preset,
         "-crf", str(config.crf), "-pix_fmt", "yuv420p", "-c:a", config.audio_codec, "-b:a", config.audio_bitrate,
         "-movflags", "+faststart", str(clip_partial),
         "-map", "0:v:0", "-ss", f"{duration / 2:.3f}", "-frames:v", "1", "-q:v", str(config.jpeg_quality),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import http.server
 import os
 import threading
@@ -50,9 +51,92 @@ def serve(handler_class, directory: Path | None = None):
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
+class MediaServer:
+    """A local HTTP server for yt-dlp's generic extractor: the real media files, plus an HTML page
+    with two <video> tags (a playlist to yt-dlp). Records every GET path."""
+
+    def __init__(self, media: Path, folder: Path):
+        for item in media.iterdir():
+            (folder / item.name).symlink_to(item)
+        (folder / "playlist.html").write_text(
+            "<html><head><title>GRID playlist</title></head><body>"
+            '<video src="av_grid_bbaf2n.mpg"></video><video src="av_grid_lwbsza.mpg"></video></body></html>')
+        (folder / "no-video.html").write_text("<html><head><title>nothing here</title></head><body>text</body></html>")
+        self.paths: list[str] = []
+        server = self
+
+        class Handler(_QuietHandler):
+            def do_GET(self):  # noqa: N802
+                server.paths.append(self.path)
+                super().do_GET()
+
+        self.server, self.url = serve(Handler, folder)
+
+
 @pytest.fixture(scope="session")
-def media_server(media):
-    """A local HTTP server for yt-dlp's generic extractor: it serves the real media files."""
-    server, url = serve(_QuietHandler, media)
-    yield url
-    server.shutdown()
+def media_server(media, tmp_path_factory):
+    server = MediaServer(media, tmp_path_factory.mktemp("served"))
+    yield server
+    server.server.shutdown()
+
+
+class FakeGoogleSpeech:
+    """A local stand-in for the Google Speech API v2: answers like Google, or fails on purpose.
+
+    `failures` requests are answered 503 before it answers; `always_fail` answers 500 forever.
+    Every request is recorded (query, content type, body size, whether the body is FLAC).
+    """
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.failures = 0
+        self.always_fail = False
+        self.transcript = "مرحبا بكم"
+        self.server, base = serve(self._handler())
+        self.endpoint = f"{base}/speech-api/v2/recognize"
+
+    def reset(self, failures=0, always_fail=False, transcript="مرحبا بكم"):
+        self.requests.clear()
+        self.failures, self.always_fail, self.transcript = failures, always_fail, transcript
+
+    def _handler(self):
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                from urllib.parse import parse_qs, urlparse
+
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.requests.append({"query": parse_qs(urlparse(self.path).query),
+                                      "content_type": self.headers.get("Content-Type"),
+                                      "flac": body[:4] == b"fLaC", "bytes": len(body)})
+                if fake.always_fail or fake.failures > 0:
+                    fake.failures -= 1
+                    self.send_response(500 if fake.always_fail else 503)
+                    self.end_headers()
+                    return
+                result = ([{"alternative": [{"transcript": fake.transcript, "confidence": 0.9}], "final": True}]
+                          if fake.transcript else [])
+                payload = '{"result":[]}\n' + json.dumps({"result": result, "result_index": 0}, ensure_ascii=False)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.end_headers()
+                self.wfile.write(payload.encode("utf-8"))
+
+        return Handler
+
+
+@pytest.fixture(scope="session")
+def google_server():
+    fake = FakeGoogleSpeech()
+    yield fake
+    fake.server.shutdown()
+
+
+@pytest.fixture()
+def google(google_server):
+    google_server.reset()
+    return google_server

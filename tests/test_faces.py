@@ -1,0 +1,48 @@
+import pytest
+
+from modalink.config import FaceConfig
+from modalink.records import FaceBox, Segment
+from tasks.acquire import local_video
+from tasks.faces import detect_faces, frame_times, pick_active_face, scaled_size, to_source_box
+from tasks.probe import probe
+
+
+@pytest.mark.parametrize("start, end, fps, max_frames, expected", [
+    (0.0, 3.0, 1.0, 10, [0.0, 1.0, 2.0]),
+    (0.45, 2.22, 1.0, 10, [0.45, 1.45]),
+    (5.0, 5.4, 1.0, 10, [5.0]),  # a short segment still gets one frame
+    (0.0, 30.0, 1.0, 10, [float(k) for k in range(10)]),  # only the first 10
+    (1.0, 2.0, 4.0, 10, [1.0, 1.25, 1.5, 1.75]),
+])
+def test_frame_times(start, end, fps, max_frames, expected):
+    assert frame_times(start, end, fps, max_frames) == expected
+
+
+def test_largest_face_is_the_speaker():
+    small = FaceBox(10, 10, 20, 20, 0.99, 0.0)
+    large = FaceBox(50, 50, 60, 80, 0.95, 1.0)
+    result = pick_active_face([small, large, small], frames_analysed=2)
+    assert result.active == large and len(result.faces) == 3
+    assert pick_active_face([], 3).active is None
+
+
+def test_boxes_map_back_to_source_pixels_and_stay_inside():
+    box = to_source_box({"box": [-4, 10, 50, 300], "confidence": 0.9}, 2.0, 2.0, 2.0, (180, 144))
+    assert (box.x, box.y, box.w, box.h) == (0.0, 20.0, 92.0, 268.0)
+    assert scaled_size(1280, 720, 0.5) == (640, 360) and scaled_size(361, 289, 0.5) == (180, 144)
+
+
+def test_mtcnn_finds_the_grid_speaker_inside_the_frame(media):
+    video = local_video(media / "av_grid_bbaf2n.mpg")
+    info = probe(video.path)
+    result = detect_faces(video, info, Segment(video.video_id, 0, 0, 0.5, 2.2), FaceConfig())
+    assert result.frames_analysed == 2 and result.active is not None
+    face = result.active
+    assert 0 <= face.x and face.x + face.w <= info.width and 0 <= face.y and face.y + face.h <= info.height
+    assert 60 <= face.w <= 200 and face.confidence > 0.9  # a frontal face filling a good part of a 360x288 frame
+
+
+def test_no_face_in_the_green_screen_video(media):
+    video = local_video(media / "noface_speech_autoeditor_example.mp4")
+    result = detect_faces(video, probe(video.path), Segment(video.video_id, 0, 0, 2.0, 12.0), FaceConfig())
+    assert result.frames_analysed == 10 and result.active is None

@@ -1,0 +1,88 @@
+import pytest
+
+from modalink.config import AsrConfig, AudioConfig, ConfigError
+from modalink.records import Span
+from tasks.audio import extract_audio
+from tasks.clips import cut_wav
+from tasks.transcribe import TranscriptionError, WhisperBackend, failed_transcript, resolve_whisper_model, transcribe
+from wer import normalize, word_error_rate
+
+from conftest import JFK_TEXT
+
+
+@pytest.fixture(scope="module")
+def jfk_wav(media, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("jfk")
+    return extract_audio(str(media / "en_jfk.flac"), str(folder / "jfk.wav"), AudioConfig()).path
+
+
+@pytest.mark.parametrize("reference, hypothesis, expected", [
+    ("bin blue at f two now", "Bin blue at F2 now.", 0.0),
+    ("set white in z three now", "Set weight in Z3, no.", 2 / 6),
+    ("a b c", "", 1.0),
+])
+def test_word_error_rate(reference, hypothesis, expected):
+    assert word_error_rate(reference, hypothesis) == pytest.approx(expected)
+    assert normalize("F2!") == ["f", "two"]
+
+
+def test_whisper_tiny_en_on_jfk(jfk_wav):
+    result = transcribe(jfk_wav, AsrConfig(backend="whisper", language="en-US", model="tiny.en"))
+    assert result.status == "ok" and result.backend == "whisper" and result.model == "tiny.en"
+    assert word_error_rate(JFK_TEXT, result.text) <= 0.1
+
+
+def test_whisper_model_is_loaded_once(jfk_wav):
+    backend = WhisperBackend(AsrConfig(backend="whisper", language="en-US"))
+    assert backend.load() is backend.load() is WhisperBackend(AsrConfig(backend="whisper", language="en")).load()
+
+
+def test_english_only_model_refuses_arabic():
+    with pytest.raises(ConfigError, match="English-only"):
+        WhisperBackend(AsrConfig(backend="whisper", language="ar-EG", model="tiny.en")).prepare()
+
+
+def test_unknown_whisper_model_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="cannot load whisper model 'no-such-model'"):
+        WhisperBackend(AsrConfig(backend="whisper", language="en", model="no-such-model")).prepare()
+
+
+def test_bundled_multilingual_base_transcribes_egyptian_arabic(media, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODALINK_CACHE", str(tmp_path / "cache"))
+    assert resolve_whisper_model("base") == str(tmp_path / "cache" / "whisper-base")
+    audio = extract_audio(str(media / "ar_egy_klaam_demo.wav"), str(tmp_path / "ar.wav"), AudioConfig())
+    result = transcribe(audio.path, AsrConfig(backend="whisper", language="ar-EG", model="base"))
+    arabic = sum("\u0600" <= ch <= "\u06ff" for ch in result.text)
+    assert result.status == "ok" and arabic >= 10  # Arabic script, not a transliteration
+
+
+def test_google_success_sends_flac_and_the_language(google, jfk_wav, tmp_path):
+    clip = tmp_path / "clip.wav"
+    cut_wav(jfk_wav, 0.0, 3.0, clip)
+    result = transcribe(str(clip), AsrConfig(google_endpoint=google.endpoint))
+    assert (result.text, result.status, result.backend) == ("مرحبا بكم", "ok", "google")
+    request, = google.requests
+    assert request["flac"] and request["query"]["lang"] == ["ar-EG"] and "rate=16000" in request["content_type"]
+
+
+def test_google_no_words_is_empty_not_failed(google, jfk_wav):
+    google.reset(transcript="")
+    assert transcribe(jfk_wav, AsrConfig(google_endpoint=google.endpoint)).status == "empty"
+
+
+def test_google_server_error_raises_for_a_retry(google, jfk_wav):
+    google.reset(always_fail=True)
+    with pytest.raises(TranscriptionError, match="google speech API"):
+        transcribe(jfk_wav, AsrConfig(google_endpoint=google.endpoint))
+    flagged = failed_transcript(TranscriptionError("boom"), AsrConfig())
+    assert (flagged.text, flagged.status, flagged.error) == (None, "failed", "boom")
+
+
+def test_cut_wav_is_sample_exact(jfk_wav, tmp_path):
+    import wave
+
+    cut_wav(jfk_wav, 1.25, 2.5, tmp_path / "c.wav")
+    with wave.open(str(tmp_path / "c.wav")) as clip:
+        assert (clip.getnframes(), clip.getframerate(), clip.getnchannels()) == (20000, 16000, 1)
+    assert Span(1.25, 2.5).duration == 1.25
