@@ -58,3 +58,16 @@ def test_bad_files_and_override_syntax(tmp_path):
 def test_every_section_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         Config().faces.fps = 3  # type: ignore[misc]
+
+
+def test_readme_documents_every_option_with_its_default():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for section, options in Config().to_dict().items():
+        for option, default in options.items():
+            row = next((line for line in readme.splitlines() if line.startswith(f"| `{section}.{option}` |")), None)
+            assert row is not None, f"{section}.{option} missing from the README"
+            shown = row.split("|")[2].strip().strip("`")
+            expected = {None: "none", True: "true", False: "false"}.get(default, default) if not isinstance(default, (list, tuple)) else ",".join(default)
+            assert shown == str(expected), f"{section}.{option}: README says {shown}, code says {expected}"

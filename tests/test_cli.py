@@ -1,0 +1,55 @@
+"""Bad input gets one clear line and exit code 2; a run ends with a summary."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from modalink.cli import main
+
+from conftest import ROOT
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "modalink.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["build", "/no/such/video.mp4", "--out", "{tmp}/d"], "no such file or folder: /no/such/video.mp4"),
+    (["build", "{media}/av_grid_bbaf2n.mpg", "--out", "{media}/av_grid_bbaf2n.mpg/d"], "cannot write to --out"),
+    (["build", "{media}/av_grid_bbaf2n.mpg", "--out", "{tmp}/d", "--asr", "nope"], "invalid choice: 'nope'"),
+    (["build", "{media}/av_grid_bbaf2n.mpg", "--out", "{tmp}/d", "--set", "faces.fsp=2"], "did you mean 'fps'"),
+    (["build", "{media}/av_grid_bbaf2n.mpg", "--out", "{tmp}/d", "--config", "{tmp}/none.toml"], "config file not found"),
+    (["build", "{media}/av_grid_bbaf2n.mpg", "--out", "{tmp}/d", "--asr", "whisper", "--asr-model", "tiny.en"],
+     "English-only"),
+])
+def test_bad_input_is_one_line(args, message, media, tmp_path):
+    result = run_cli(*(a.format(tmp=tmp_path, media=media) for a in args))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert message in lines[-1] and "Traceback" not in result.stderr
+    assert len([line for line in lines if line.startswith("modalink: error")]) == 1 or "usage:" in result.stderr
+
+
+def test_build_prints_a_summary_and_reports_failed_videos(prefect_server, media, media_server, tmp_path, capsys):
+    code = main(["build", str(media / "av_grid_lwbsza.mpg"), f"{media_server.url}/no-video.html",
+                 "--out", str(tmp_path / "d"), "--asr", "whisper", "--language", "en-US"])
+    err = capsys.readouterr().err
+    assert code == 3  # finished, but a source failed
+    assert "videos:          1 ok, 1 failed" in err and "Unsupported URL" in err
+    assert "segments kept:   1" in err and "wall time:" in err
+
+
+def test_validate_checks_records_and_files(tmp_path):
+    good = {"segment_id": "v-0_0", "video_id": "v", "source": "v.mp4", "start": 0.0, "end": 1.0, "duration": 1.0,
+            "video_clip": "c.mp4", "audio_clip": "a.wav", "frame": "f.jpg",
+            "active_face": {"x": 1, "y": 1, "w": 5, "h": 5, "confidence": 0.9}, "transcript": "hi",
+            "transcript_status": "ok", "language": "en", "asr": {"backend": "whisper"}}
+    for name in ("c.mp4", "a.wav", "f.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "manifest.jsonl").write_text(json.dumps(good) + "\n" + json.dumps({**good, "segment_id": "v-0_1", "end": -1}) + "\n")
+    result = run_cli("validate", str(tmp_path))
+    assert result.returncode == 3 and '"problems": 1' in result.stdout and "v-0_1" in result.stderr
+    (tmp_path / "f.jpg").unlink()
+    assert '"problems": 3' in run_cli("validate", str(tmp_path)).stdout
