@@ -69,5 +69,8 @@ def test_readme_documents_every_option_with_its_default():
             row = next((line for line in readme.splitlines() if line.startswith(f"| `{section}.{option}` |")), None)
             assert row is not None, f"{section}.{option} missing from the README"
             shown = row.split("|")[2].strip().strip("`")
-            expected = {None: "none", True: "true", False: "false"}.get(default, default) if not isinstance(default, (list, tuple)) else ",".join(default)
+            if default is None or isinstance(default, bool):
+                expected = {None: "none", True: "true", False: "false"}[default]
+            else:
+                expected = ",".join(default) if isinstance(default, (list, tuple)) else default
             assert shown == str(expected), f"{section}.{option}: README says {shown}, code says {expected}"
