@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from modalink import timing
 from modalink.config import Config
+from modalink.storage import open_storage
 from modalink.records import DROP_NO_FACE, DROP_TOO_SHORT, SegmentRecord, Video, VideoRecord
 from tasks.acquire import SourceError, acquire_task, expand_sources_task, safe_id
 from tasks.audio import extract_audio_task
@@ -29,7 +30,7 @@ from tasks.base import MediaError
 from tasks.clips import write_segment_media_task
 from tasks.faces import detect_faces_task
 from tasks.probe import probe_task
-from tasks.publish import ErrorLog, publish_records, write_summary
+from tasks.publish import ErrorLog, publish_records_task, write_summary_task
 from tasks.speakers import split_speakers_task
 from tasks.transcribe import failed_transcript, get_backend, transcribe_task
 from tasks.vad import detect_speech_task
@@ -133,8 +134,9 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
     timing.reset()
     cfg = Config.load(overrides=config)
     logger = get_run_logger()
-    dataset = Path(out)
-    dataset.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(out)
+    storage.check()
+    dataset = storage.staging_dir()  # media and cache are staged here, then published to `out`
     errors = ErrorLog(dataset)
     get_backend(cfg.asr).prepare()  # a bad backend or model fails here, before any work
 
@@ -153,7 +155,7 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
     download_dir = str(dataset / cfg.acquire.download_dir)
     acquired = acquire_task.map(singles, cfg.acquire, unmapped(download_dir))
     video_flow = process_video.with_options(task_runner=ThreadPoolTaskRunner(max_workers=cfg.run.workers),
-                                            result_storage=cache_storage(out))
+                                            result_storage=cache_storage(str(dataset)))
     for number, (source, future) in enumerate(zip(singles, acquired), start=1):
         video, error = outcome(future)
         if error is None:
@@ -173,11 +175,10 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
         error_count += result.errors_logged
         logger.info("[%d/%d] %s: %d segments kept", number, len(singles), video.video_id, len(result.segments))
 
-    with timing.timed("records"):
-        manifest_lines, video_lines = publish_records(dataset, segments, videos)
+    manifest_lines, _ = publish_records_task(storage, segments, videos)
     summary = run_summary(cfg, sources, videos, segments, started, time.perf_counter() - clock,
-                          manifest_lines, errors.count + error_count, str(dataset.resolve()))
-    write_summary(dataset, summary)
+                          manifest_lines, errors.count + error_count, storage.url)
+    write_summary_task(storage, summary)
     return summary
 
 

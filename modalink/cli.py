@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +65,12 @@ def check_sources(sources: list[str]) -> None:
 
 
 def check_writable(out: str) -> None:
-    path = Path(out).expanduser()
+    from modalink.storage import StorageError, open_storage
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
-            pass
-    except OSError as exc:
-        raise UsageError(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+        open_storage(out).check()
+    except StorageError as exc:
+        raise UsageError(f"--out {out}: {exc}") from None
 
 
 def quiet_logging(verbose: bool) -> None:
@@ -92,7 +90,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         *(f"    failed {v['video_id']}: {v['error']}" for v in summary["failed_videos"]),
         f"  segments kept:   {segments['kept']} (dropped: {dropped})",
         f"  transcripts:     {segments['transcription_failed']} failed, {segments['transcript_empty']} empty",
-        f"  manifest:        {Path(summary['dataset']) / 'manifest.jsonl'} ({segments['manifest_total']} segments in all)",
+        f"  manifest:        {summary['dataset']}/manifest.jsonl ({segments['manifest_total']} segments in all)",
         f"  errors:          {summary['errors']}" + (" (see errors.log)" if summary["errors"] else ""),
         f"  wall time:       {summary['wall_s']:.1f} s",
     ]
@@ -111,7 +109,8 @@ def run_build(args: argparse.Namespace) -> int:
     get_backend(config.asr).prepare()  # a model that cannot load fails here, in one line
     from flows.build import build_dataset
 
-    summary = build_dataset(sources=list(args.sources), out=str(Path(args.out).expanduser()), config=config.to_dict())
+    out = args.out if "://" in args.out else str(Path(args.out).expanduser())
+    summary = build_dataset(sources=list(args.sources), out=out, config=config.to_dict())
     print_summary(summary)
     return EXIT_SOME_FAILED if summary["videos"]["failed"] else EXIT_OK
 

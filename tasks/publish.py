@@ -1,14 +1,13 @@
 """Step 9, records: manifest.jsonl, videos.jsonl, the run summary and the error log of a dataset.
 
-Media is written before the records that point at it, and each record file is replaced atomically
-(written beside, then renamed), so a reader never sees a record whose files are missing. Records
+Media is published before the records that point at it, and each record file is replaced atomically
+(written beside, then moved), so a reader never sees a record whose files are missing. Records
 of videos processed in this run replace that video's earlier records; other videos' records stay,
 so re-running never duplicates a segment.
 """
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import traceback
@@ -16,7 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from modalink.records import SegmentRecord, VideoRecord, read_jsonl, to_json_line, validate_segment
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from modalink.records import SegmentRecord, VideoRecord, to_json_line, validate_segment
+from modalink.storage import DatasetStorage
+from modalink.timing import timed
+
+MEDIA_FIELDS = ("video_clip", "audio_clip", "frame")
 
 MANIFEST = "manifest.jsonl"
 VIDEOS = "videos.jsonl"
@@ -24,47 +30,61 @@ SUMMARY = "run_summary.json"
 ERRORS = "errors.log"
 
 
-def write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+def parse_jsonl(text: str | None) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (text or "").splitlines() if line.strip()]
 
 
-def merged_lines(path: Path, key: str, replaced_videos: set[str], new: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def merged_lines(existing: list[dict[str, Any]], key: str, replaced_videos: set[str],
+                 new: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Earlier records of videos not processed now, then the new records (one per `key`)."""
-    kept = [r for r in read_jsonl(path) if r.get("video_id") not in replaced_videos]
-    by_key = {r[key]: r for r in kept}
+    by_key = {r[key]: r for r in existing if r.get("video_id") not in replaced_videos}
     for record in new:
         by_key[record[key]] = record
     return list(by_key.values())
 
 
-def publish_records(dataset_dir: str | Path, segments: list[SegmentRecord], videos: list[VideoRecord]) -> tuple[int, int]:
-    """Validate the new segment records, then replace manifest.jsonl and videos.jsonl. Returns their line counts."""
-    root = Path(dataset_dir)
+def publish_records(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord]) -> tuple[int, int]:
+    """Validate the new segment records, publish their media, then replace videos.jsonl and, last,
+    manifest.jsonl. Returns the line counts of both."""
+    staging = storage.staging_dir()
     new_segments = [asdict(r) for r in segments]
     for record in new_segments:
         validate_segment(record)
-        for field in ("video_clip", "audio_clip", "frame"):
-            if not (root / record[field]).is_file():
+        for field in MEDIA_FIELDS:
+            if not (staging / record[field]).is_file():
                 raise FileNotFoundError(f"{record['segment_id']}: {field} {record[field]} was not written")
+    for record in new_segments:
+        for field in MEDIA_FIELDS:
+            storage.put_file(staging / record[field], record[field])
     processed = {v.video_id for v in videos}
-    manifest = merged_lines(root / MANIFEST, "segment_id", processed, new_segments)
+    manifest = merged_lines(parse_jsonl(storage.read_text(MANIFEST)), "segment_id", processed, new_segments)
     manifest.sort(key=lambda r: (r["video_id"], r["start"]))
-    video_lines = merged_lines(root / VIDEOS, "video_id", processed, (asdict(v) for v in videos))
-    write_atomically(root / MANIFEST, "".join(to_json_line(r) + "\n" for r in manifest))
-    write_atomically(root / VIDEOS, "".join(to_json_line(v) + "\n" for v in video_lines))
+    video_lines = merged_lines(parse_jsonl(storage.read_text(VIDEOS)), "video_id", processed,
+                               (asdict(v) for v in videos))
+    storage.put_text_atomically(VIDEOS, "".join(to_json_line(v) + "\n" for v in video_lines))
+    storage.put_text_atomically(MANIFEST, "".join(to_json_line(r) + "\n" for r in manifest))
     return len(manifest), len(video_lines)
 
 
-def write_summary(dataset_dir: str | Path, summary: dict[str, Any]) -> Path:
-    root = Path(dataset_dir)
-    runs = root / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
+def write_summary(storage: DatasetStorage, summary: dict[str, Any]) -> None:
     text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
-    write_atomically(runs / f"{summary['run_started'].replace(':', '')}.json", text)
-    write_atomically(root / SUMMARY, text)
-    return root / SUMMARY
+    storage.put_text_atomically(f"runs/{summary['run_started'].replace(':', '')}.json", text)
+    storage.put_text_atomically(SUMMARY, text)
+    errors = storage.staging_dir() / ERRORS
+    if errors.is_file():
+        storage.put_file(errors, ERRORS)
+
+
+@task(name="publish-records", retries=3, retry_delay_seconds=[2, 8, 30], cache_policy=NO_CACHE)
+def publish_records_task(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord]) -> tuple[int, int]:
+    """Retried when the storage does not answer; publishing again is harmless."""
+    with timed("records"):
+        return publish_records(storage, segments, videos)
+
+
+@task(name="write-summary", retries=3, retry_delay_seconds=[2, 8, 30], cache_policy=NO_CACHE)
+def write_summary_task(storage: DatasetStorage, summary: dict[str, Any]) -> None:
+    write_summary(storage, summary)
 
 
 class ErrorLog:

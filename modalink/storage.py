@@ -1,0 +1,166 @@
+"""Where a dataset lands: a local folder (the default) or S3-compatible object storage (AWS S3, MinIO).
+
+Steps write media into a local staging folder; publishing copies media first and the records that
+point at them last, each record file replaced atomically, so a reader never sees a record whose
+files are missing. For a local dataset the staging folder is the dataset itself.
+
+S3 credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or any source
+boto3 reads); the endpoint from MODALINK_S3_ENDPOINT_URL or AWS_ENDPOINT_URL (unset: AWS). They are
+never printed or logged.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from abc import ABC, abstractmethod
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class StorageError(RuntimeError):
+    """The dataset storage cannot be used: the message says why, without secrets."""
+
+
+class DatasetStorage(ABC):
+    url: str
+
+    @abstractmethod
+    def staging_dir(self) -> Path:
+        """The local folder where steps write media before it is published."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise StorageError when the dataset cannot be written."""
+
+    @abstractmethod
+    def put_file(self, local: Path, key: str) -> None:
+        """Publish a staged file under `key` (relative to the dataset root)."""
+
+    @abstractmethod
+    def put_text_atomically(self, key: str, text: str) -> None:
+        """Replace `key` with `text` so that readers see the old or the new content, never a part."""
+
+    @abstractmethod
+    def read_text(self, key: str) -> str | None:
+        """The content of `key`, or None when it does not exist."""
+
+
+class LocalStorage(DatasetStorage):
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser()
+        self.url = str(self.root.resolve())
+
+    def staging_dir(self) -> Path:
+        return self.root
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-check-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StorageError(f"cannot write to {self.root}: {exc.strerror or exc}") from None
+
+    def put_file(self, local: Path, key: str) -> None:
+        target = self.root / key
+        if local.resolve() != target.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, target)
+
+    def put_text_atomically(self, key: str, text: str) -> None:
+        target = self.root / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, target)
+
+    def read_text(self, key: str) -> str | None:
+        path = self.root / key
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
+class S3Storage(DatasetStorage):
+    def __init__(self, url: str, staging_root: str | Path | None = None):
+        parsed = urlparse(url)
+        self.url = url.rstrip("/")
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.strip("/")
+        if not self.bucket:
+            raise StorageError(f"an S3 dataset needs a bucket: s3://BUCKET/PREFIX, got {url}")
+        default_root = Path(os.environ.get("MODALINK_CACHE", Path.home() / ".cache" / "modalink")) / "staging"
+        name = hashlib.sha1(self.url.encode()).hexdigest()[:12]
+        self._staging = Path(staging_root or default_root) / f"{self.bucket}-{name}"
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            endpoint = os.environ.get("MODALINK_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
+            self._client = boto3.client("s3", endpoint_url=endpoint, config=BotoConfig(
+                retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30))
+        return self._client
+
+    def key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def staging_dir(self) -> Path:
+        return self._staging
+
+    def check(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except NoCredentialsError:
+            raise StorageError("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code"))
+            if code in ("404", "NoSuchBucket"):
+                raise StorageError(f"S3 bucket {self.bucket!r} does not exist") from None
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise StorageError(f"S3 refused access to bucket {self.bucket!r}: check the credentials") from None
+            raise StorageError(f"S3 error on bucket {self.bucket!r}: {code}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"cannot reach S3 storage for {self.url}: {exc}") from None
+        self._staging.mkdir(parents=True, exist_ok=True)
+
+    def put_file(self, local: Path, key: str) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.key(key))
+            if head["ContentLength"] == local.stat().st_size:
+                return  # already published by an earlier run
+        except ClientError:
+            pass
+        self.client.upload_file(str(local), self.bucket, self.key(key))
+
+    def put_text_atomically(self, key: str, text: str) -> None:
+        temporary = self.key(f".partial/{uuid.uuid4().hex}-{Path(key).name}")
+        self.client.put_object(Bucket=self.bucket, Key=temporary, Body=text.encode("utf-8"))
+        self.client.copy_object(Bucket=self.bucket, Key=self.key(key), CopySource={"Bucket": self.bucket, "Key": temporary})
+        self.client.delete_object(Bucket=self.bucket, Key=temporary)
+
+    def read_text(self, key: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(key))["Body"].read().decode("utf-8")
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+                return None
+            raise
+
+
+def open_storage(out: str) -> DatasetStorage:
+    if out.startswith("s3://"):
+        return S3Storage(out, os.environ.get("MODALINK_STAGING_DIR"))
+    if "://" in out:
+        raise StorageError(f"--out must be a local folder or s3://bucket/prefix, got {out}")
+    return LocalStorage(out)
