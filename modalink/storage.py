@@ -102,7 +102,8 @@ class S3Storage(DatasetStorage):
             from botocore.config import Config as BotoConfig
 
             endpoint = os.environ.get("MODALINK_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None
-            self._client = boto3.client("s3", endpoint_url=endpoint, config=BotoConfig(
+            session = boto3.session.Session()  # reads the environment now, not at first import
+            self._client = session.client("s3", endpoint_url=endpoint, config=BotoConfig(
                 retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30))
         return self._client
 
