@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.futures import PrefectFuture
@@ -58,6 +59,29 @@ def outcome(future: PrefectFuture) -> tuple[Any, BaseException | None]:
 def cache_storage(dataset_dir: str) -> Path:
     """Task results live with the dataset, so cached steps survive a crash or a restart."""
     return Path(dataset_dir).resolve() / ".modalink" / "cache"
+
+
+def task_runner(cfg: Config, dask_address: str | None = None):
+    """The default thread pool, or Dask (a cluster at `run.dask_address`, or the run's local cluster)."""
+    if cfg.run.runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=dask_address or cfg.run.dask_address)
+    return ThreadPoolTaskRunner(max_workers=cfg.run.workers)
+
+
+@contextmanager
+def local_dask_cluster(cfg: Config) -> Iterator[str | None]:
+    """One local Dask cluster for the whole run (models load once per worker), when Dask is asked
+    for without an address."""
+    if cfg.run.runner != "dask" or cfg.run.dask_address:
+        yield None
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=cfg.run.workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
 
 
 def _retry_delays(first: float, retries: int) -> list[float]:
@@ -123,6 +147,18 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
     return result
 
 
+def run_video(video_flow, acquired: PrefectFuture, dataset: Path, cfg: Config):
+    """(video, outcome, None) or (video or None, None, the error) for one acquired source."""
+    video, error = outcome(acquired)
+    if error is not None:
+        return None, None, error
+    state = video_flow(video, str(dataset), cfg.to_dict(), return_state=True)
+    try:
+        return video, state.result(), None
+    except Exception as exc:  # noqa: BLE001 - one failing video never stops the others
+        return video, None, exc
+
+
 def failed_video(video_id: str, source: str, error: BaseException) -> VideoRecord:
     return VideoRecord(video_id=video_id, source=source, status="failed", error=str(error) or type(error).__name__)
 
@@ -154,26 +190,21 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
 
     download_dir = str(dataset / cfg.acquire.download_dir)
     acquired = acquire_task.map(singles, cfg.acquire, unmapped(download_dir))
-    video_flow = process_video.with_options(task_runner=ThreadPoolTaskRunner(max_workers=cfg.run.workers),
-                                            result_storage=cache_storage(str(dataset)))
-    for number, (source, future) in enumerate(zip(singles, acquired), start=1):
-        video, error = outcome(future)
-        if error is None:
-            state = video_flow(video, str(dataset), cfg.to_dict(), return_state=True)
-            try:
-                result: VideoOutcome = state.result()
-            except Exception as exc:  # noqa: BLE001
-                error = exc
-        if error is not None:
-            video_id = video.video_id if video else safe_id(source)
-            errors.add(f"video {video_id} ({source})", error)
-            videos.append(failed_video(video_id, source, error))
-            logger.error("[%d/%d] %s failed: %s", number, len(singles), source, error)
-            continue
-        videos.append(result.video)
-        segments.extend(result.segments)
-        error_count += result.errors_logged
-        logger.info("[%d/%d] %s: %d segments kept", number, len(singles), video.video_id, len(result.segments))
+    with local_dask_cluster(cfg) as dask_address:
+        video_flow = process_video.with_options(task_runner=task_runner(cfg, dask_address),
+                                                result_storage=cache_storage(str(dataset)))
+        for number, (source, future) in enumerate(zip(singles, acquired), start=1):
+            video, result, error = run_video(video_flow, future, dataset, cfg)
+            if error is not None:
+                video_id = video.video_id if video else safe_id(source)
+                errors.add(f"video {video_id} ({source})", error)
+                videos.append(failed_video(video_id, source, error))
+                logger.error("[%d/%d] %s failed: %s", number, len(singles), source, error)
+                continue
+            videos.append(result.video)
+            segments.extend(result.segments)
+            error_count += result.errors_logged
+            logger.info("[%d/%d] %s: %d segments kept", number, len(singles), video.video_id, len(result.segments))
 
     manifest_lines, _ = publish_records_task(storage, segments, videos)
     summary = run_summary(cfg, sources, videos, segments, started, time.perf_counter() - clock,

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--asr", choices=sorted(BACKENDS), help="transcription backend (default google)")
     build.add_argument("--asr-model", help="whisper model name or local path (default tiny.en for English, else base)")
     build.add_argument("--workers", type=int, help="segments processed concurrently (default 4)")
+    build.add_argument("--runner", choices=["threads", "dask"], help="task runner (default threads)")
+    build.add_argument("--dask-address", help="scheduler of a Dask cluster, e.g. tcp://10.0.0.5:8786 "
+                       "(default with --runner dask: a local cluster of --workers processes)")
     build.add_argument("--set", action="append", default=[], metavar="SECTION.OPTION=VALUE",
                        help="override any config option, e.g. --set faces.fps=2 (repeatable)")
     build.add_argument("--verbose", action="store_true", help="show every task's log lines")
@@ -49,7 +52,8 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
     for item in args.set:
         deep_update(overrides, parse_override(item))
     flags = {("asr", "language"): args.language, ("asr", "backend"): args.asr, ("asr", "model"): args.asr_model,
-             ("run", "workers"): args.workers}
+             ("run", "workers"): args.workers, ("run", "runner"): args.runner,
+             ("run", "dask_address"): args.dask_address}
     for (section, option), value in flags.items():
         if value is not None:
             overrides.setdefault(section, {})[option] = value

@@ -92,7 +92,9 @@ class AsrConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    workers: int = 4  # segments processed concurrently
+    runner: str = "threads"  # threads | dask
+    workers: int = 4  # segments processed concurrently (threads, or local Dask workers)
+    dask_address: str | None = None  # tcp://scheduler:8786 of a Dask cluster; None: a local cluster
     retries: int = 2  # retries of media steps (download, decoding) on transient failure
     retry_delay_s: float = 1.0
 
@@ -195,6 +197,7 @@ def validate(config: Config) -> None:
         (-1 <= config.speakers.similarity_threshold <= 1, "speakers.similarity_threshold must be in [-1, 1]"),
         (config.speakers.window_s > 0 and config.speakers.hop_s > 0, "speakers.window_s and hop_s must be > 0"),
         (config.run.workers >= 1, "run.workers must be >= 1"),
+        (config.run.runner in ("threads", "dask"), f"run.runner must be threads or dask, got {config.run.runner!r}"),
         (config.asr.retries >= 0 and config.run.retries >= 0, "retries must be >= 0"),
     ]
     for ok, message in checks:

@@ -140,3 +140,13 @@ def test_google_permanent_failure_is_flagged_not_dropped(prefect_server, google,
     assert summary["segments"]["transcription_failed"] == 1
     video, = read_jsonl(tmp_path / "videos.jsonl")
     assert video["transcription_failed"] == 1 and "transcription failed" in (tmp_path / "errors.log").read_text()
+
+
+def test_a_local_dask_cluster_gives_the_same_manifest(prefect_server, media, tmp_path):
+    clips = [str(media / name) for name in list(GRID_CLIPS)[:2]]
+    build_dataset(clips, str(tmp_path / "threads"), WHISPER)
+    dask = {**WHISPER, "run": {"runner": "dask", "workers": 2}}
+    summary = build_dataset(clips, str(tmp_path / "dask"), dask)
+    assert summary["config"]["run"]["runner"] == "dask"
+    threads = (tmp_path / "threads" / "manifest.jsonl").read_text()
+    assert threads and (tmp_path / "dask" / "manifest.jsonl").read_text() == threads
