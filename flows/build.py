@@ -88,6 +88,11 @@ def _retry_delays(first: float, retries: int) -> list[float]:
     return [first * 2**k for k in range(retries)]
 
 
+def media_retries(cfg: Config) -> dict[str, Any]:
+    """Task options for downloads and decoding: `run.retries`, delays doubling from `run.retry_delay_s`."""
+    return {"retries": cfg.run.retries, "retry_delay_seconds": _retry_delays(cfg.run.retry_delay_s, cfg.run.retries)}
+
+
 @flow(name="modalink-video", flow_run_name="video {video.video_id}", persist_result=True)
 def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> VideoOutcome:
     cfg = Config.from_dict(config)
@@ -102,7 +107,7 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
         media_info = probe_task(video)
         record.duration, record.width, record.height = round(media_info.duration, 3), media_info.width, media_info.height
         audio_path = Path(dataset_dir) / ".modalink" / "work" / video.video_id / "audio.wav"
-        audio = extract_audio_task.with_options(retries=cfg.run.retries)(video, str(audio_path), cfg.audio)
+        audio = extract_audio_task.with_options(**media_retries(cfg))(video, str(audio_path), cfg.audio)
     except MediaError as exc:  # a source that cannot be used: a clear per-video error, the run goes on
         errors.add(f"video {video.video_id} ({video.source})", exc)
         logger.warning("%s: %s", video.video_id, exc)
@@ -189,7 +194,7 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
             logger.error("%s: %s", source, exc)
 
     download_dir = str(dataset / cfg.acquire.download_dir)
-    acquired = acquire_task.map(singles, cfg.acquire, unmapped(download_dir))
+    acquired = acquire_task.with_options(**media_retries(cfg)).map(singles, cfg.acquire, unmapped(download_dir))
     with local_dask_cluster(cfg) as dask_address:
         video_flow = process_video.with_options(task_runner=task_runner(cfg, dask_address),
                                                 result_storage=cache_storage(str(dataset)))
