@@ -10,7 +10,7 @@ DEMO_OUT ?= demo-dataset
 DEMO_MEDIA := media/av_grid_bbaf2n.mpg media/av_grid_lwbsza.mpg media/av_grid_swiz3n.mpg \
               media/av_grid_id2_swwp2s.mpg media/noface_speech_autoeditor_example.mp4
 
-.PHONY: demo test env bench clean
+.PHONY: demo test env clean
 
 env: $(STAMP)
 
@@ -35,9 +35,6 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/$(VENV)/prefect-home $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
-
-bench: $(STAMP)
-	$(BIN)/python bench/run_bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
