@@ -120,14 +120,14 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    from modalink.records import read_jsonl, schema_errors
+    from modalink.records import MEDIA_FIELDS, read_jsonl, schema_errors
 
     root = Path(args.dataset)
     if not (root / "manifest.jsonl").is_file():
         raise UsageError(f"no manifest.jsonl in {root}")
-    records = list(read_jsonl(root / "manifest.jsonl"))
+    records = read_jsonl(root / "manifest.jsonl")
     problems = schema_errors(records)
-    problems += [f"{r['segment_id']}: missing {r[k]}" for r in records for k in ("video_clip", "audio_clip", "frame")
+    problems += [f"{r['segment_id']}: missing {r[k]}" for r in records for k in MEDIA_FIELDS
                  if isinstance(r.get(k), str) and not (root / r[k]).is_file()]
     for problem in problems:
         print(problem, file=sys.stderr)

@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 SCHEMA_PATH = Path(__file__).with_name("segment.schema.json")
 
@@ -193,14 +193,16 @@ def to_json_line(record: Any) -> str:
     return json.dumps(data, ensure_ascii=False, sort_keys=False)
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+MEDIA_FIELDS = ("video_clip", "audio_clip", "frame")
+
+
+def parse_jsonl(text: str | None) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (text or "").splitlines() if line.strip()]
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
-    if not path.exists():
-        return
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                yield json.loads(line)
+    return parse_jsonl(path.read_text(encoding="utf-8")) if path.exists() else []
 
 
 @lru_cache(maxsize=1)

@@ -18,20 +18,15 @@ from typing import Any, Iterable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modalink.records import SegmentRecord, VideoRecord, to_json_line, validate_segment
+from modalink.records import MEDIA_FIELDS, SegmentRecord, VideoRecord, parse_jsonl, to_json_line, validate_segment
 from modalink.storage import DatasetStorage
 from modalink.timing import timed
 
-MEDIA_FIELDS = ("video_clip", "audio_clip", "frame")
 
 MANIFEST = "manifest.jsonl"
 VIDEOS = "videos.jsonl"
 SUMMARY = "run_summary.json"
 ERRORS = "errors.log"
-
-
-def parse_jsonl(text: str | None) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (text or "").splitlines() if line.strip()]
 
 
 def merged_lines(existing: list[dict[str, Any]], key: str, replaced_videos: set[str],

@@ -23,6 +23,13 @@ GRID_CLIPS = {  # file -> the sentence spoken (media/README.md)
 JFK_TEXT = "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
 
 
+def grid_speech_span(media: Path) -> tuple[float, float]:
+    """Start and end of the speech in av_grid_id2_swwp2s.mpg, from its .align file (1/25000 s units)."""
+    words = [line.split() for line in (media / "av_grid_id2_swwp2s.align").read_text().splitlines()]
+    spoken = [(int(a) / 25000, int(b) / 25000) for a, b, w in words if w != "sil"]
+    return spoken[0][0], spoken[-1][1]
+
+
 @pytest.fixture(scope="session")
 def media() -> Path:
     assert (MEDIA / "av_grid_bbaf2n.mpg").is_file(), f"test media missing in {MEDIA}"

@@ -6,6 +6,8 @@ from modalink.records import Span
 from tasks.audio import extract_audio
 from tasks.vad import detect_speech, segment_speech
 
+from conftest import grid_speech_span
+
 FRAME = 0.03
 
 
@@ -51,10 +53,7 @@ def test_segmenting_rules(rule, pattern, config, spans, too_short):
 
 
 def test_real_grid_clip_matches_its_alignment(media, tmp_path):
-    """The .align file gives word timings in 1/25000 s; speech is the span between the 'sil' marks."""
-    words = [line.split() for line in (media / "av_grid_id2_swwp2s.align").read_text().splitlines()]
-    spoken = [(int(a) / 25000, int(b) / 25000) for a, b, w in words if w != "sil"]
-    truth = Span(spoken[0][0], spoken[-1][1])
+    truth = Span(*grid_speech_span(media))
     audio = extract_audio(str(media / "av_grid_id2_swwp2s.mpg"), str(tmp_path / "a.wav"), AudioConfig())
     result = detect_speech(audio.path, VadConfig())
     assert len(result.spans) == 1
