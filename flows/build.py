@@ -2,8 +2,8 @@
 
 `build_dataset` (flow "modalink") expands and acquires the sources, runs `process_video` (flow
 "modalink-video") for each video, and publishes the records. Inside a video flow the segment steps
-are mapped per segment and run concurrently: faces -> media -> transcription, each segment moving
-on as soon as its own previous step is done. A failing segment or video is logged and counted; the
+run concurrently: faces are found per chunk of consecutive segments (one decoding pass each), then
+media and transcription are mapped over the segments that show a face, as soon as their chunk is done. A failing segment or video is logged and counted; the
 run goes on.
 """
 from __future__ import annotations
@@ -24,12 +24,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from modalink import timing
 from modalink.config import Config
 from modalink.storage import open_storage
-from modalink.records import DROP_NO_FACE, DROP_TOO_SHORT, SegmentRecord, Video, VideoRecord
+from modalink.records import DROP_NO_FACE, DROP_TOO_SHORT, FaceResult, Segment, SegmentRecord, Video, VideoRecord
 from tasks.acquire import SourceError, acquire_task, expand_sources_task, safe_id
 from tasks.audio import extract_audio_task
 from tasks.base import MediaError
 from tasks.clips import write_segment_media_task
-from tasks.faces import detect_faces_task
+from tasks.faces import chunked, detect_faces_task
 from tasks.probe import probe_task
 from tasks.publish import ErrorLog, publish_records_task, write_summary_task
 from tasks.speakers import split_speakers_task
@@ -120,31 +120,41 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
     record.segments_dropped[DROP_TOO_SHORT] = speech.too_short
     logger.info("%s: %d speech segments, %d pieces after speaker split", video.video_id, len(speech.spans), len(segments))
 
-    faces = detect_faces_task.map(video, media_info, segments, cfg.faces)
-    media = write_segment_media_task.map(video, segments, faces, unmapped(str(audio.path)), unmapped(dataset_dir), cfg.clips)
+    # Faces first, one task per chunk of segments; media and transcription only for the segments
+    # that keep a face, submitted as soon as their chunk is done.
+    chunks = chunked(segments, cfg.faces.chunk_segments)
+    face_futures = detect_faces_task.map(video, media_info, chunks, cfg.faces)
     transcriber = transcribe_task.with_options(retries=cfg.asr.retries,
                                                retry_delay_seconds=_retry_delays(cfg.asr.retry_delay_s, cfg.asr.retries))
-    transcripts = transcriber.map(segments, unmapped(video.fingerprint), media, unmapped(dataset_dir), cfg.asr)
+    kept: list[tuple[Segment, FaceResult, PrefectFuture, PrefectFuture]] = []
+    for chunk, face_future in zip(chunks, face_futures):
+        found, error = outcome(face_future)
+        if error is not None:
+            errors.add(f"video {video.video_id} segments {chunk[0].name}..{chunk[-1].name}: faces", error)
+            record.segments_dropped["error"] = record.segments_dropped.get("error", 0) + len(chunk)
+            continue
+        for segment, faces in zip(chunk, found):
+            if faces.active is None:
+                record.segments_dropped[DROP_NO_FACE] += 1
+                continue
+            media = write_segment_media_task.submit(video, segment, str(audio.path), dataset_dir, cfg.clips)
+            transcript = transcriber.submit(segment, video.fingerprint, media, dataset_dir, cfg.asr)
+            kept.append((segment, faces, media, transcript))
 
     result = VideoOutcome(record)
-    for segment, face_future, media_future, transcript_future in zip(segments, faces, media, transcripts):
+    for segment, faces, media_future, transcript_future in kept:
         where = f"video {video.video_id} segment {segment.name}"
-        found, error = outcome(face_future)
-        if error is None:
-            written, error = outcome(media_future)
+        written, error = outcome(media_future)
         if error is not None:
-            errors.add(f"{where}: faces/media", error)
+            errors.add(f"{where}: media", error)
             record.segments_dropped["error"] = record.segments_dropped.get("error", 0) + 1
-            continue
-        if found.active is None:
-            record.segments_dropped[DROP_NO_FACE] += 1
             continue
         transcript, error = outcome(transcript_future)
         if error is not None:
             errors.add(f"{where}: transcription failed after {cfg.asr.retries} retries", error)
             transcript = failed_transcript(error, cfg.asr)
             record.transcription_failed += 1
-        result.segments.append(SegmentRecord.build(video, segment, found, written, transcript, cfg.asr.language))
+        result.segments.append(SegmentRecord.build(video, segment, faces, written, transcript, cfg.asr.language))
     record.segments_kept = len(result.segments)
     result.errors_logged = errors.count
     logger.info("%s: kept %d of %d segments (dropped: %s)", video.video_id, record.segments_kept,

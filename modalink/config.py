@@ -63,12 +63,14 @@ class FaceConfig:
     scale: float = 0.5  # frames are downscaled by this factor before detection
     min_confidence: float = 0.0  # MTCNN confidence below this is ignored
     min_face_size: int = 20  # MTCNN minimum face size, in pixels of the downscaled frame
+    batch_size: int = 16  # frames per MTCNN call
+    chunk_segments: int = 24  # consecutive segments per face-detection task (one decoding pass each)
 
 
 @dataclass(frozen=True)
 class ClipConfig:
     video_codec: str = "libx264"
-    preset: str = "veryfast"
+    preset: str = "ultrafast"  # the paper's
     crf: int = 23
     audio_codec: str = "aac"
     audio_bitrate: str = "128k"
@@ -194,6 +196,8 @@ def validate(config: Config) -> None:
         (config.vad.min_silence_s >= 0, "vad.min_silence_s must be >= 0"),
         (config.faces.fps > 0 and config.faces.max_frames >= 1, "faces.fps must be > 0 and faces.max_frames >= 1"),
         (0 < config.faces.scale <= 1, "faces.scale must be in (0, 1]"),
+        (config.faces.batch_size >= 1 and config.faces.chunk_segments >= 1,
+         "faces.batch_size and faces.chunk_segments must be >= 1"),
         (-1 <= config.speakers.similarity_threshold <= 1, "speakers.similarity_threshold must be in [-1, 1]"),
         (config.speakers.window_s > 0 and config.speakers.hop_s > 0, "speakers.window_s and hop_s must be > 0"),
         (config.run.workers >= 1, "run.workers must be >= 1"),

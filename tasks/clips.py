@@ -16,7 +16,7 @@ from modalink.timing import timed
 
 from modalink.config import ClipConfig
 from modalink.ffmpeg_tools import ffmpeg
-from modalink.records import FaceResult, Segment, SegmentMedia, Video
+from modalink.records import Segment, SegmentMedia, Video
 from tasks.base import CACHE_POLICY, retry_unless_permanent
 
 
@@ -73,10 +73,8 @@ def write_segment_media(video: Video, segment: Segment, wav_path: str, dataset_d
 
 @task(name="write-media", cache_policy=CACHE_POLICY, persist_result=True, retries=2, retry_delay_seconds=[1, 4],
       retry_condition_fn=retry_unless_permanent, task_run_name="media {segment.video_id} {segment.name}")
-def write_segment_media_task(video: Video, segment: Segment, faces: FaceResult, wav_path: str, dataset_dir: str,
-                             config: ClipConfig) -> SegmentMedia | None:
-    """Writes media only for a segment with a face; `faces` is the detect-faces result it waits for."""
-    if faces.active is None:
-        return None
+def write_segment_media_task(video: Video, segment: Segment, wav_path: str, dataset_dir: str,
+                             config: ClipConfig) -> SegmentMedia:
+    """Called only for a segment that shows a face."""
     with timed("clips"):
         return write_segment_media(video, segment, wav_path, dataset_dir, config)

@@ -1,24 +1,27 @@
-"""Step 6, faces: sample frames inside a segment, find faces with MTCNN, take the largest as the speaker.
+"""Step 6, faces: sample frames inside each segment, find faces with MTCNN, take the largest as the speaker.
 
-Frames are taken at `fps` (1 per second) from the segment start; only the first `max_frames` (10)
-are analysed. ffmpeg decodes just that stretch, downscales it by `scale` (x0.5) and hands the frames
-over as RGB (the paper's BGR->RGB conversion happens in the decoder's pixel format). Boxes are
-mapped back to pixels of the source video. A segment with no face is dropped by the flow.
+Frames are taken at `fps` (1 per second) from each segment's start; only the first `max_frames` (10)
+are analysed. A chunk of consecutive segments is handled by one decoder that walks through the
+video once (seeking over long stretches with nothing to analyse), converts only the frames asked
+for, downscaled by `scale` (x0.5) straight to RGB (the paper's BGR->RGB step happens in that
+conversion), and hands them to MTCNN in batches while it decodes the next ones. Boxes are mapped
+back to pixels of the source video. A segment with no face is dropped by the flow.
 """
 from __future__ import annotations
 
+import queue
 import threading
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from prefect import task
 
-from modalink.timing import timed
-
 from modalink.config import FaceConfig
-from modalink.ffmpeg_tools import ffmpeg
 from modalink.records import FaceBox, FaceResult, MediaInfo, Segment, Video
-from tasks.base import CACHE_POLICY, retry_unless_permanent
+from modalink.timing import timed
+from tasks.base import CACHE_POLICY, MediaError, retry_unless_permanent
+
+SEEK_OVER_S = 8.0  # re-seek instead of decoding through a gap longer than this (about two keyframe intervals)
 
 _detector = None
 _detector_lock = threading.Lock()
@@ -31,25 +34,46 @@ def frame_times(start: float, end: float, fps: float, max_frames: int) -> list[f
 
 
 def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """Even dimensions, as the decoder's scaler produces them."""
+    """Even dimensions, as video scalers produce them."""
     return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
 
 
-def read_frames(path: str, times: list[float], size: tuple[int, int], fps: float) -> Iterator[tuple[float, np.ndarray]]:
-    """Decode only [times[0], times[-1]] and yield (time, RGB frame of `size`)."""
+def decode_frames_at(path: str, times: Sequence[float], size: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+    """For each of the sorted `times` (seconds from the start of the file), the first frame shown at or
+    after it, as an RGB array of `size`: yields (index into times, frame). One decoder, one pass."""
+    import av
+
     width, height = size
-    raw = ffmpeg(
-        "-ss", f"{times[0]:.3f}", "-t", f"{times[-1] - times[0] + 1 / fps:.3f}", "-i", path,
-        "-map", "0:v:0", "-vf", f"fps={fps}:start_time=0,scale={width}:{height}",
-        "-frames:v", str(len(times)), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
-        capture=True,
-    )
-    frame_bytes = width * height * 3
-    for k, t in enumerate(times):
-        chunk = raw[k * frame_bytes:(k + 1) * frame_bytes]
-        if len(chunk) < frame_bytes:
-            return
-        yield t, np.frombuffer(chunk, dtype=np.uint8).reshape(height, width, 3)
+    try:
+        container = av.open(path)
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"cannot open the video: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise MediaError("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        origin = (container.start_time or 0) / 1_000_000  # what ffmpeg's -ss counts from
+        wanted = 0
+        while wanted < len(times):
+            target = origin + times[wanted]
+            container.seek(max(0, int(target * 1_000_000)), backward=True)  # the keyframe at or before
+            for frame in container.decode(stream):
+                if frame.time is None or frame.time + 1e-3 < target:
+                    continue
+                rgb = None
+                while wanted < len(times) and frame.time + 1e-3 >= origin + times[wanted]:
+                    if rgb is None:
+                        rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+                    yield wanted, rgb
+                    wanted += 1
+                if wanted == len(times):
+                    return
+                target = origin + times[wanted]
+                if target - frame.time > SEEK_OVER_S:
+                    break  # seek over the gap
+            else:
+                return  # the video ended before the remaining times
 
 
 def get_detector():
@@ -63,10 +87,12 @@ def get_detector():
     return _detector
 
 
-def detect_in_frame(rgb: np.ndarray, config: FaceConfig) -> list[dict]:
+def detect_in_frames(frames: list[np.ndarray], config: FaceConfig) -> list[list[dict]]:
+    """MTCNN on a batch of equally sized frames; one list of detections per frame."""
     detector = get_detector()
-    with _detector_lock:
-        return detector.detect_faces(rgb, min_face_size=config.min_face_size)
+    with _detector_lock:  # one batch at a time; TensorFlow already uses every core for it
+        found = detector.detect_faces(frames if len(frames) > 1 else frames[0], min_face_size=config.min_face_size)
+    return found if len(frames) > 1 else [found]
 
 
 def pick_active_face(found: Iterable[FaceBox], frames_analysed: int) -> FaceResult:
@@ -86,23 +112,76 @@ def to_source_box(detection: dict, time: float, scale_x: float, scale_y: float, 
                    confidence=float(detection["confidence"]), time=time)
 
 
-def detect_faces(video: Video, media: MediaInfo, segment: Segment, config: FaceConfig) -> FaceResult:
-    times = frame_times(segment.start, segment.end, config.fps, config.max_frames)
+def batches_in_background(frames: Iterator[tuple[int, np.ndarray]], size: int) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """Batches of `size` decoded frames, decoded by a thread that keeps at most two batches ahead."""
+    ready: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        batch: list = []
+        try:
+            with timed("frames"):
+                for item in frames:
+                    batch.append(item)
+                    if len(batch) == size:
+                        while not stop.is_set():
+                            try:
+                                ready.put(batch, timeout=0.2)
+                                break
+                            except queue.Full:
+                                continue
+                        batch = []
+            ready.put(batch)
+            ready.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            ready.put(exc)
+
+    worker = threading.Thread(target=produce, name="frame-decoder", daemon=True)
+    worker.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            if item:
+                yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def detect_faces_in_segments(video: Video, media: MediaInfo, segments: Sequence[Segment],
+                             config: FaceConfig) -> list[FaceResult]:
+    """One FaceResult per segment, in order: one decoding pass over the chunk, MTCNN in batches."""
+    requests = sorted((t, k) for k, s in enumerate(segments) for t in frame_times(s.start, s.end, config.fps, config.max_frames))
+    times = [t for t, _ in requests]
     size = scaled_size(media.width, media.height, config.scale)
     scale_x, scale_y = media.width / size[0], media.height / size[1]
-    found: list[FaceBox] = []
-    analysed = 0
-    for t, rgb in read_frames(video.path, times, size, config.fps):
-        analysed += 1
-        for detection in detect_in_frame(rgb, config):
-            box = to_source_box(detection, t, scale_x, scale_y, size)
-            if detection["confidence"] >= config.min_confidence and box.w > 0 and box.h > 0:
-                found.append(box)
-    return pick_active_face(found, analysed)
+    found: list[list[FaceBox]] = [[] for _ in segments]
+    analysed = [0] * len(segments)
+    for batch in batches_in_background(decode_frames_at(video.path, times, size), config.batch_size):
+        with timed("faces"):
+            detections = detect_in_frames([rgb for _, rgb in batch], config)
+        for (wanted, _), in_frame in zip(batch, detections):
+            t, k = requests[wanted]
+            analysed[k] += 1
+            for detection in in_frame:
+                box = to_source_box(detection, t, scale_x, scale_y, size)
+                if detection["confidence"] >= config.min_confidence and box.w > 0 and box.h > 0:
+                    found[k].append(box)
+    return [pick_active_face(boxes, n) for boxes, n in zip(found, analysed)]
+
+
+def detect_faces(video: Video, media: MediaInfo, segment: Segment, config: FaceConfig) -> FaceResult:
+    return detect_faces_in_segments(video, media, [segment], config)[0]
+
+
+def chunked(segments: Sequence[Segment], size: int) -> list[list[Segment]]:
+    """Consecutive segments in groups of `size`: the unit of one face-detection task."""
+    return [list(segments[i:i + size]) for i in range(0, len(segments), max(1, size))]
 
 
 @task(name="detect-faces", cache_policy=CACHE_POLICY, persist_result=True, retries=1,
-      retry_condition_fn=retry_unless_permanent, task_run_name="faces {segment.video_id} {segment.name}")
-def detect_faces_task(video: Video, media: MediaInfo, segment: Segment, config: FaceConfig) -> FaceResult:
-    with timed("frames_faces"):
-        return detect_faces(video, media, segment, config)
+      retry_condition_fn=retry_unless_permanent,
+      task_run_name="faces {video.video_id}")
+def detect_faces_task(video: Video, media: MediaInfo, segments: list[Segment], config: FaceConfig) -> list[FaceResult]:
+    return detect_faces_in_segments(video, media, segments, config)

@@ -178,10 +178,8 @@ def failed_transcript(error: BaseException | str, config: AsrConfig) -> Transcri
 
 
 @task(name="transcribe", cache_policy=CACHE_POLICY, persist_result=True, task_run_name="asr {segment.video_id} {segment.name}")
-def transcribe_task(segment: Segment, video_fingerprint: str, media: SegmentMedia | None, dataset_dir: str,
-                    config: AsrConfig) -> Transcript | None:
+def transcribe_task(segment: Segment, video_fingerprint: str, media: SegmentMedia, dataset_dir: str,
+                    config: AsrConfig) -> Transcript:
     """Only completed transcriptions are cached; retries (asr.retries, doubling delay) are set by the flow."""
-    if media is None:
-        return None
     with timed("transcription"):
         return transcribe(str(Path(dataset_dir) / media.audio_clip), config)

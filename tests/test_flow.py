@@ -35,7 +35,7 @@ def test_summary_counts(dataset):
     assert summary["segments"]["kept"] == len(GRID_CLIPS)
     assert json.loads((out / "run_summary.json").read_text())["segments"]["kept"] == len(GRID_CLIPS)
     assert summary["versions"]["prefect"].startswith("3.") and summary["config"]["asr"]["backend"] == "whisper"
-    assert summary["seconds_per_stage"]["frames_faces"] > 0
+    assert summary["seconds_per_stage"]["frames"] > 0 and summary["seconds_per_stage"]["faces"] > 0
 
 
 def test_every_record_meets_the_dataset_contract(dataset):
@@ -103,7 +103,7 @@ def test_a_second_run_reuses_everything_and_duplicates_nothing(dataset, media):
     again = build_dataset([str(media / f) for f in FILES], str(out), WHISPER)
     assert (out / "manifest.jsonl").read_text() == before
     assert again["segments"]["kept"] == first["segments"]["kept"]
-    for stage in ("audio", "frames_faces", "clips", "transcription"):
+    for stage in ("audio", "frames", "faces", "clips", "transcription"):
         assert stage not in again["seconds_per_stage"], f"{stage} ran again"
 
 
