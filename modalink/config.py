@@ -87,7 +87,7 @@ class AsrConfig:
     timeout_s: float = 30.0
     whisper_compute_type: str = "int8"
     whisper_beam_size: int = 5
-    whisper_threads: int = 0  # 0: let CTranslate2 decide
+    whisper_threads: int = 0  # 0: one per usable CPU core
     retries: int = 3  # transient failures are retried this many times
     retry_delay_s: float = 2.0  # first delay; doubles each retry
 

@@ -1,6 +1,7 @@
 """Seconds spent per stage in this process, summed over threads (for the run summary and benchmarks)."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import defaultdict
@@ -19,6 +20,14 @@ def timed(stage: str) -> Iterator[None]:
     finally:
         with _lock:
             _totals[stage] += time.perf_counter() - started
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity, not the machine's total)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def snapshot() -> dict[str, float]:

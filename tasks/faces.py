@@ -90,7 +90,7 @@ def get_detector():
 def detect_in_frames(frames: list[np.ndarray], config: FaceConfig) -> list[list[dict]]:
     """MTCNN on a batch of equally sized frames; one list of detections per frame."""
     detector = get_detector()
-    with _detector_lock:  # one batch at a time; TensorFlow already uses every core for it
+    with _detector_lock, timed("faces"):  # one batch at a time; TensorFlow already uses every core for it
         found = detector.detect_faces(frames if len(frames) > 1 else frames[0], min_face_size=config.min_face_size)
     return found if len(frames) > 1 else [found]
 
@@ -159,8 +159,7 @@ def detect_faces_in_segments(video: Video, media: MediaInfo, segments: Sequence[
     found: list[list[FaceBox]] = [[] for _ in segments]
     analysed = [0] * len(segments)
     for batch in batches_in_background(decode_frames_at(video.path, times, size), config.batch_size):
-        with timed("faces"):
-            detections = detect_in_frames([rgb for _, rgb in batch], config)
+        detections = detect_in_frames([rgb for _, rgb in batch], config)
         for (wanted, _), in_frame in zip(batch, detections):
             t, k = requests[wanted]
             analysed[k] += 1

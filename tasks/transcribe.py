@@ -17,7 +17,7 @@ from pathlib import Path
 
 from prefect import task
 
-from modalink.timing import timed
+from modalink.timing import timed, usable_cores
 
 from modalink.config import AsrConfig, ConfigError
 from modalink.records import Segment, SegmentMedia, Transcript
@@ -83,7 +83,8 @@ class WhisperBackend(AsrBackend):
         return self.config.language.split("-")[0].lower()
 
     def load(self):
-        key = (resolve_whisper_model(self.model), self.config.whisper_compute_type, self.config.whisper_threads)
+        threads = self.config.whisper_threads or usable_cores()
+        key = (resolve_whisper_model(self.model), self.config.whisper_compute_type, threads)
         with _whisper_lock:
             if key not in _whisper_models:
                 from faster_whisper import WhisperModel
