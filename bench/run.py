@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench.make_inputs import build_input, default_cache  # noqa: E402
 from modalink.ffmpeg_tools import find_binary  # noqa: E402
 
-BASELINE = ROOT.parent / "shared" / "bench" / "paper_baseline.py"
+BASELINE = ROOT / "bench" / "paper_baseline.py"  # a verbatim copy of ../shared/bench/paper_baseline.py
 # The same models and method knobs as the baseline: tiny.en int8 with greedy decoding, MFCC with c0.
 MODALINK_ARGS = ["--asr", "whisper", "--asr-model", "tiny.en", "--language", "en-US",
                  "--set", "asr.whisper_beam_size=1", "--set", "speakers.use_c0=true"]

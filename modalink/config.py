@@ -64,7 +64,7 @@ class FaceConfig:
     min_confidence: float = 0.0  # MTCNN confidence below this is ignored
     min_face_size: int = 20  # MTCNN minimum face size, in pixels of the downscaled frame
     batch_size: int = 16  # frames per MTCNN call
-    chunk_segments: int = 24  # consecutive segments per face-detection task (one decoding pass each)
+    chunk_segments: int = 8  # consecutive segments per face-detection task (one decoding pass each)
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,15 @@ from prefect import task
 
 from modalink.config import FaceConfig
 from modalink.records import FaceBox, FaceResult, MediaInfo, Segment, Video
-from modalink.timing import timed
+from modalink.timing import timed, usable_cores
 from tasks.base import CACHE_POLICY, MediaError, retry_unless_permanent
 
 SEEK_OVER_S = 8.0  # re-seek instead of decoding through a gap longer than this (about two keyframe intervals)
 
 _detector = None
 _detector_lock = threading.Lock()
+# Chunks decoded and analysed at once in a process: one per core keeps the cores busy and memory flat.
+_chunk_slots = threading.BoundedSemaphore(usable_cores())
 
 
 def frame_times(start: float, end: float, fps: float, max_frames: int) -> list[float]:
@@ -90,7 +92,7 @@ def get_detector():
 def detect_in_frames(frames: list[np.ndarray], config: FaceConfig) -> list[list[dict]]:
     """MTCNN on a batch of equally sized frames; one list of detections per frame."""
     detector = get_detector()
-    with _detector_lock, timed("faces"):  # one batch at a time; TensorFlow already uses every core for it
+    with timed("faces"):  # safe from several threads at once, and two batches keep two cores busier than one
         found = detector.detect_faces(frames if len(frames) > 1 else frames[0], min_face_size=config.min_face_size)
     return found if len(frames) > 1 else [found]
 
@@ -158,15 +160,16 @@ def detect_faces_in_segments(video: Video, media: MediaInfo, segments: Sequence[
     scale_x, scale_y = media.width / size[0], media.height / size[1]
     found: list[list[FaceBox]] = [[] for _ in segments]
     analysed = [0] * len(segments)
-    for batch in batches_in_background(decode_frames_at(video.path, times, size), config.batch_size):
-        detections = detect_in_frames([rgb for _, rgb in batch], config)
-        for (wanted, _), in_frame in zip(batch, detections):
-            t, k = requests[wanted]
-            analysed[k] += 1
-            for detection in in_frame:
-                box = to_source_box(detection, t, scale_x, scale_y, size)
-                if detection["confidence"] >= config.min_confidence and box.w > 0 and box.h > 0:
-                    found[k].append(box)
+    with _chunk_slots:
+        for batch in batches_in_background(decode_frames_at(video.path, times, size), config.batch_size):
+            detections = detect_in_frames([rgb for _, rgb in batch], config)
+            for (wanted, _), in_frame in zip(batch, detections):
+                t, k = requests[wanted]
+                analysed[k] += 1
+                for detection in in_frame:
+                    box = to_source_box(detection, t, scale_x, scale_y, size)
+                    if detection["confidence"] >= config.min_confidence and box.w > 0 and box.h > 0:
+                        found[k].append(box)
     return [pick_active_face(boxes, n) for boxes, n in zip(found, analysed)]
 
 

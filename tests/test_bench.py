@@ -1,0 +1,23 @@
+"""Smoke test of the benchmark scripts on a tiny input: they run end to end and report every figure.
+No timing is asserted here; the measured numbers live in BENCHMARKS.md."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_scripts_run_on_a_tiny_input(tmp_path):
+    report, table = tmp_path / "results.json", tmp_path / "results.md"
+    subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--minutes", "0.3", "--runs", "1",
+                    "--cache", str(tmp_path / "inputs"), "--work", str(tmp_path / "work"),
+                    "--json", str(report), "--markdown", str(table)], check=True, timeout=900)
+    result, = json.loads(report.read_text())["lengths"]
+    assert Path(result["video"]).stat().st_size > 0
+    for name in ("modalink", "baseline", "floor"):
+        assert result[name]["wall_s"] > 0 and result[name]["peak_rss_mb"] > 0
+    assert result["modalink"]["kept"] >= 1 and result["baseline"]["kept"] >= 1  # the input opens with GRID faces
+    assert set(result["modalink"]["stages"]) >= {"audio", "vad", "frames", "faces", "clips", "transcription"}
+    assert result["modalink"]["cached_rerun_s"] > 0
+    assert "| 0.3 min |" in table.read_text()
