@@ -46,3 +46,28 @@ def test_no_face_in_the_green_screen_video(media):
     video = local_video(media / "noface_speech_autoeditor_example.mp4")
     result = detect_faces(video, probe(video.path), Segment(video.video_id, 0, 0, 2.0, 12.0), FaceConfig())
     assert result.frames_analysed == 10 and result.active is None
+
+
+def test_the_opencv_pyramid_gives_the_same_faces_as_tensorflows(media):
+    """The faster pyramid (tasks.faces.area_pyramid) must not change what MTCNN finds."""
+    import mtcnn.stages.stage_pnet as stage_pnet
+    from mtcnn.utils.images import apply_scales
+    from tasks.faces import area_pyramid, decode_frames_at, get_detector
+
+    detector = get_detector()
+    assert stage_pnet.apply_scales is not apply_scales  # the swap is in place
+    frames = [rgb for _, rgb in decode_frames_at(str(media / "av_grid_lwbsza.mpg"), [0.5, 1.5, 2.5], (180, 144))]
+    frames += [rgb[:144, :180] for _, rgb in decode_frames_at(str(media / "noface_speech_autoeditor_example.mp4"),
+                                                             [3.0], (640, 360))]
+    fast = detector.detect_faces(frames)
+    stage_pnet.apply_scales = apply_scales
+    try:
+        reference = detector.detect_faces(frames)
+    finally:
+        stage_pnet.apply_scales = area_pyramid
+    assert sum(len(f) for f in reference) >= 3
+    for got, want in zip(fast, reference):
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert max(abs(p - q) for p, q in zip(a["box"], b["box"])) <= 1
+            assert abs(a["confidence"] - b["confidence"]) < 1e-3
