@@ -101,7 +101,16 @@ def bench_env(work: Path) -> dict[str, str]:
     return env
 
 
-def bench_length(minutes: float, runs: int, work: Path, cache: Path, env: dict[str, str]) -> dict:
+def wait_while_paused(pause_file: Path | None) -> None:
+    """Between two measurements, wait while `pause_file` exists (to use the machine for something else)."""
+    if pause_file and pause_file.exists():
+        print(f"    paused while {pause_file} exists", file=sys.stderr, flush=True)
+        while pause_file.exists():
+            time.sleep(2)
+
+
+def bench_length(minutes: float, runs: int, work: Path, cache: Path, env: dict[str, str],
+                 pause_file: Path | None = None) -> dict:
     video = build_input(minutes, cache)
     duration = minutes * 60
     rows: dict[str, list[dict]] = {"modalink": [], "baseline": [], "floor": []}
@@ -111,6 +120,7 @@ def bench_length(minutes: float, runs: int, work: Path, cache: Path, env: dict[s
             out = work / f"{minutes:g}min-{name}-{round_}"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
+            wait_while_paused(pause_file)
             print(f"[{minutes:g} min] round {round_ + 1}/{runs}: {name} ...", file=sys.stderr, flush=True)
             if name == "modalink":
                 row = run_modalink(video, out, env)
@@ -123,6 +133,7 @@ def bench_length(minutes: float, runs: int, work: Path, cache: Path, env: dict[s
             rows[name].append(row)
             if name != "modalink":
                 shutil.rmtree(out, ignore_errors=True)
+    wait_while_paused(pause_file)
     print(f"[{minutes:g} min] cached re-run of modalink ...", file=sys.stderr, flush=True)
     cached = run_modalink(video, first_dataset, env)
     result = {"minutes": minutes, "video": str(video), "runs": rows, "cached_rerun": cached}
@@ -180,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="scratch folder for outputs (default: a temporary folder)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--markdown", type=Path, help="write the result tables here (e.g. bench/results.md)")
+    parser.add_argument("--pause-file", type=Path, help="between measurements, wait while this file exists")
     args = parser.parse_args(argv)
     if not BASELINE.is_file():
         parser.error(f"the paper baseline is missing: {BASELINE}")
@@ -188,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     env = bench_env(work)
     report = {"machine": machine(), "runs": args.runs, "modalink_args": MODALINK_ARGS,
-              "lengths": [bench_length(m, args.runs, work, args.cache, env) for m in args.minutes]}
+              "lengths": [bench_length(m, args.runs, work, args.cache, env, args.pause_file) for m in args.minutes]}
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
     if args.markdown:

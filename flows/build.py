@@ -23,7 +23,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from modalink import timing
 from modalink.config import Config
-from modalink.storage import open_storage
+from modalink.result_storage import result_storage_for
+from modalink.storage import StorageError, open_storage
 from modalink.records import DROP_NO_FACE, DROP_TOO_SHORT, FaceResult, Segment, SegmentRecord, Video, VideoRecord
 from tasks.acquire import SourceError, acquire_task, expand_sources_task, safe_id
 from tasks.audio import extract_audio_task
@@ -54,11 +55,6 @@ def outcome(future: PrefectFuture) -> tuple[Any, BaseException | None]:
         return future.state.result(), None
     except BaseException as exc:  # noqa: BLE001 - the flow decides what a failure means
         return None, exc
-
-
-def cache_storage(dataset_dir: str) -> Path:
-    """Task results live with the dataset, so cached steps survive a crash or a restart."""
-    return Path(dataset_dir).resolve() / ".modalink" / "cache"
 
 
 def task_runner(cfg: Config, dask_address: str | None = None):
@@ -107,7 +103,10 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
         media_info = probe_task(video)
         record.duration, record.width, record.height = round(media_info.duration, 3), media_info.width, media_info.height
         audio_path = Path(dataset_dir) / ".modalink" / "work" / video.video_id / "audio.wav"
-        audio = extract_audio_task.with_options(**media_retries(cfg))(video, str(audio_path), cfg.audio)
+        extract = extract_audio_task.with_options(**media_retries(cfg))
+        audio = extract(video, str(audio_path), cfg.audio)
+        if not Path(audio.path).is_file():  # a cached result from another machine, or a cleaned staging folder
+            audio = extract.with_options(refresh_cache=True)(video, str(audio_path), cfg.audio)
     except MediaError as exc:  # a source that cannot be used: a clear per-video error, the run goes on
         errors.add(f"video {video.video_id} ({video.source})", exc)
         logger.warning("%s: %s", video.video_id, exc)
@@ -137,7 +136,7 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
             if faces.active is None:
                 record.segments_dropped[DROP_NO_FACE] += 1
                 continue
-            media = write_segment_media_task.submit(video, segment, str(audio.path), dataset_dir, cfg.clips)
+            media = write_segment_media_task.submit(video, segment, str(audio.path), dataset_dir, cfg.clips, cfg.audio)
             transcript = transcriber.submit(segment, video.fingerprint, media, dataset_dir, cfg.asr)
             kept.append((segment, faces, media, transcript))
 
@@ -207,7 +206,7 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
     acquired = acquire_task.with_options(**media_retries(cfg)).map(singles, cfg.acquire, unmapped(download_dir))
     with local_dask_cluster(cfg) as dask_address:
         video_flow = process_video.with_options(task_runner=task_runner(cfg, dask_address),
-                                                result_storage=cache_storage(str(dataset)))
+                                                result_storage=result_storage_for(storage))
         for number, (source, future) in enumerate(zip(singles, acquired), start=1):
             video, result, error = run_video(video_flow, future, dataset, cfg)
             if error is not None:
@@ -221,10 +220,14 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
             error_count += result.errors_logged
             logger.info("[%d/%d] %s: %d segments kept", number, len(singles), video.video_id, len(result.segments))
 
-    manifest_lines, _ = publish_records_task(storage, segments, videos)
+    try:
+        manifest_lines, _ = publish_records_task.with_options(**media_retries(cfg))(storage, segments, videos)
+    except Exception as exc:  # noqa: BLE001 - said in one line; the cached steps stay for the next run
+        raise StorageError(f"could not publish the dataset to {storage.url} after {cfg.run.retries} retries "
+                           f"({exc}); nothing is lost: run the same command again to finish it") from exc
     summary = run_summary(cfg, sources, videos, segments, started, time.perf_counter() - clock,
                           manifest_lines, errors.count + error_count, storage.url)
-    write_summary_task(storage, summary)
+    write_summary_task.with_options(**media_retries(cfg))(storage, summary)
     return summary
 
 

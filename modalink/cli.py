@@ -137,6 +137,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from modalink.config import ConfigError
+    from modalink.storage import StorageError
 
     args = build_parser().parse_args(argv)
     try:
@@ -144,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"modalink: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StorageError as exc:  # the storage failed during the run, after retries
+        print(f"modalink: error: {exc}", file=sys.stderr)
+        return EXIT_CRASH
     except KeyboardInterrupt:
         print("modalink: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

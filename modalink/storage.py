@@ -46,6 +46,10 @@ class DatasetStorage(ABC):
     def read_text(self, key: str) -> str | None:
         """The content of `key`, or None when it does not exist."""
 
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether `key` is already published."""
+
 
 class LocalStorage(DatasetStorage):
     def __init__(self, root: str | Path):
@@ -80,6 +84,9 @@ class LocalStorage(DatasetStorage):
     def read_text(self, key: str) -> str | None:
         path = self.root / key
         return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    def exists(self, key: str) -> bool:
+        return (self.root / key).is_file()
 
 
 class S3Storage(DatasetStorage):
@@ -131,15 +138,22 @@ class S3Storage(DatasetStorage):
             raise StorageError(f"cannot reach S3 storage for {self.url}: {exc}") from None
         self._staging.mkdir(parents=True, exist_ok=True)
 
-    def put_file(self, local: Path, key: str) -> None:
+    def _size(self, key: str) -> int | None:
         from botocore.exceptions import ClientError
 
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self.key(key))
-            if head["ContentLength"] == local.stat().st_size:
-                return  # already published by an earlier run
-        except ClientError:
-            pass
+            return self.client.head_object(Bucket=self.bucket, Key=self.key(key))["ContentLength"]
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._size(key) is not None
+
+    def put_file(self, local: Path, key: str) -> None:
+        if self._size(key) == local.stat().st_size:
+            return  # already published by an earlier run
         self.client.upload_file(str(local), self.bucket, self.key(key))
 
     def put_text_atomically(self, key: str, text: str) -> None:
@@ -149,14 +163,24 @@ class S3Storage(DatasetStorage):
         self.client.delete_object(Bucket=self.bucket, Key=temporary)
 
     def read_text(self, key: str) -> str | None:
+        content = self.read_bytes(key)
+        return None if content is None else content.decode("utf-8")
+
+    def read_bytes(self, key: str) -> bytes | None:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self.key(key))["Body"].read().decode("utf-8")
+            return self.client.get_object(Bucket=self.bucket, Key=self.key(key))["Body"].read()
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
                 return None
             raise
+
+    def put_bytes(self, key: str, content: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.key(key), Body=content)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}  # a boto3 client does not travel to Dask workers
 
 
 def open_storage(out: str) -> DatasetStorage:

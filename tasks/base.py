@@ -6,6 +6,9 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 # Cached across runs: the same inputs (which carry each file's fingerprint and the step's own config
 # section) and the same task code give the stored result back instead of doing the work again.
 CACHE_POLICY = INPUTS + TASK_SOURCE
+# For steps that write files: where the local staging folder is does not change the result, so a
+# result cached by another machine (S3 result storage) is found again.
+STAGED_CACHE_POLICY = (INPUTS - "dataset_dir" - "wav_path") + TASK_SOURCE
 
 
 class MediaError(Exception):

@@ -14,10 +14,11 @@ from prefect import task
 
 from modalink.timing import timed
 
-from modalink.config import ClipConfig
+from modalink.config import AudioConfig, ClipConfig
 from modalink.ffmpeg_tools import ffmpeg
 from modalink.records import Segment, SegmentMedia, Video
-from tasks.base import CACHE_POLICY, retry_unless_permanent
+from tasks.audio import extract_audio
+from tasks.base import STAGED_CACHE_POLICY, retry_unless_permanent
 
 
 def media_paths(segment: Segment) -> SegmentMedia:
@@ -71,10 +72,12 @@ def write_segment_media(video: Video, segment: Segment, wav_path: str, dataset_d
     return media
 
 
-@task(name="write-media", cache_policy=CACHE_POLICY, persist_result=True, retries=2, retry_delay_seconds=[1, 4],
+@task(name="write-media", cache_policy=STAGED_CACHE_POLICY, persist_result=True, retries=2, retry_delay_seconds=[1, 4],
       retry_condition_fn=retry_unless_permanent, task_run_name="media {segment.video_id} {segment.name}")
 def write_segment_media_task(video: Video, segment: Segment, wav_path: str, dataset_dir: str,
-                             config: ClipConfig) -> SegmentMedia:
-    """Called only for a segment that shows a face."""
+                             config: ClipConfig, audio_config: AudioConfig) -> SegmentMedia:
+    """Called only for a segment that shows a face. `audio_config` made the soundtrack at `wav_path`."""
+    if not Path(wav_path).is_file():  # staged on another machine, or cleaned up since
+        extract_audio(video.path, wav_path, audio_config)
     with timed("clips"):
         return write_segment_media(video, segment, wav_path, dataset_dir, config)

@@ -45,12 +45,13 @@ def publish_records(storage: DatasetStorage, segments: list[SegmentRecord], vide
     new_segments = [asdict(r) for r in segments]
     for record in new_segments:
         validate_segment(record)
-        for field in MEDIA_FIELDS:
-            if not (staging / record[field]).is_file():
-                raise FileNotFoundError(f"{record['segment_id']}: {field} {record[field]} was not written")
     for record in new_segments:
         for field in MEDIA_FIELDS:
-            storage.put_file(staging / record[field], record[field])
+            staged = staging / record[field]
+            if staged.is_file():
+                storage.put_file(staged, record[field])
+            elif not storage.exists(record[field]):  # staged elsewhere: a cached step from another machine
+                raise FileNotFoundError(f"{record['segment_id']}: {field} {record[field]} was not written")
     processed = {v.video_id for v in videos}
     manifest = merged_lines(parse_jsonl(storage.read_text(MANIFEST)), "segment_id", processed, new_segments)
     manifest.sort(key=lambda r: (r["video_id"], r["start"]))
@@ -70,14 +71,14 @@ def write_summary(storage: DatasetStorage, summary: dict[str, Any]) -> None:
         storage.put_file(errors, ERRORS)
 
 
-@task(name="publish-records", retries=3, retry_delay_seconds=[2, 8, 30], cache_policy=NO_CACHE)
+@task(name="publish-records", cache_policy=NO_CACHE)
 def publish_records_task(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord]) -> tuple[int, int]:
-    """Retried when the storage does not answer; publishing again is harmless."""
+    """Retried (run.retries) by the flow when the storage does not answer; publishing again is harmless."""
     with timed("records"):
         return publish_records(storage, segments, videos)
 
 
-@task(name="write-summary", retries=3, retry_delay_seconds=[2, 8, 30], cache_policy=NO_CACHE)
+@task(name="write-summary", cache_policy=NO_CACHE)
 def write_summary_task(storage: DatasetStorage, summary: dict[str, Any]) -> None:
     write_summary(storage, summary)
 

@@ -21,7 +21,7 @@ from modalink.timing import timed, usable_cores
 
 from modalink.config import AsrConfig, ConfigError
 from modalink.records import Segment, SegmentMedia, Transcript
-from tasks.base import CACHE_POLICY
+from tasks.base import STAGED_CACHE_POLICY
 
 log = logging.getLogger("modalink.transcribe")
 
@@ -178,7 +178,7 @@ def failed_transcript(error: BaseException | str, config: AsrConfig) -> Transcri
     return Transcript(text=None, status="failed", error=str(error)[:500], backend=backend.name, model=backend.model)
 
 
-@task(name="transcribe", cache_policy=CACHE_POLICY, persist_result=True, task_run_name="asr {segment.video_id} {segment.name}")
+@task(name="transcribe", cache_policy=STAGED_CACHE_POLICY, persist_result=True, task_run_name="asr {segment.video_id} {segment.name}")
 def transcribe_task(segment: Segment, video_fingerprint: str, media: SegmentMedia, dataset_dir: str,
                     config: AsrConfig) -> Transcript:
     """Only completed transcriptions are cached; retries (asr.retries, doubling delay) are set by the flow."""

@@ -42,7 +42,9 @@ def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        from prefect.settings import get_current_settings
+
+        yield get_current_settings().api.url  # for subprocesses: PREFECT_API_URL
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -149,3 +149,12 @@ def test_a_local_dask_cluster_gives_the_same_manifest(prefect_server, media, tmp
     assert summary["config"]["run"]["runner"] == "dask"
     threads = (tmp_path / "threads" / "manifest.jsonl").read_text()
     assert threads and (tmp_path / "dask" / "manifest.jsonl").read_text() == threads
+
+
+def test_changing_one_option_redoes_only_the_steps_that_read_it(prefect_server, google, one_grid_clip, tmp_path):
+    build_dataset(one_grid_clip, str(tmp_path), WHISPER)
+    switched = build_dataset(one_grid_clip, str(tmp_path), google_config(google))  # another ASR backend
+    stages = set(switched["seconds_per_stage"])
+    assert "transcription" in stages and not stages & {"audio", "vad", "speaker_split", "frames", "faces", "clips"}
+    record, = read_jsonl(tmp_path / "manifest.jsonl")
+    assert record["asr"]["backend"] == "google" and len(google.requests) == 1

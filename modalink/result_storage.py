@@ -1,0 +1,57 @@
+"""Where Prefect keeps the cached results of the steps: beside the dataset, in the same storage.
+
+A local dataset keeps them in DATASET/.modalink/cache; an S3 dataset in s3://BUCKET/PREFIX/.modalink/cache,
+through `S3ResultStorage`, a Prefect file-system block over boto3. So a cached step survives a crash,
+a restart, and a run on another machine that writes to the same dataset. Credentials and endpoint
+come from the environment, as for the dataset itself; the block holds none.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from prefect.filesystems import WritableFileSystem
+
+from modalink.storage import DatasetStorage, LocalStorage, S3Storage
+
+CACHE_PREFIX = ".modalink/cache"
+
+
+class S3ResultStorage(WritableFileSystem):
+    """Prefect result storage in an S3 bucket (AWS, MinIO, SeaweedFS) at `url`."""
+
+    _block_type_name = "MODALINK S3 result storage"
+    url: str
+
+    def _storage(self) -> S3Storage:
+        storage = getattr(self, "_s3", None)
+        if storage is None:
+            storage = S3Storage(self.url)
+            object.__setattr__(self, "_s3", storage)
+        return storage
+
+    def _resolve_path(self, path: str) -> None:  # noqa: ARG002 - Prefect's hook: keys are used as they are
+        return None
+
+    def read_path(self, path: str, _sync: bool | None = None) -> bytes:  # noqa: ARG002 - Prefect passes _sync
+        content = self._storage().read_bytes(path)
+        if content is None:
+            raise FileNotFoundError(f"{self.url}/{path}")
+        return content
+
+    def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:  # noqa: ARG002
+        self._storage().put_bytes(path, content)
+        return path
+
+    async def aread_path(self, path: str) -> bytes:
+        return await asyncio.to_thread(self.read_path, path)
+
+    async def awrite_path(self, path: str, content: bytes) -> str:
+        return await asyncio.to_thread(self.write_path, path, content)
+
+
+def result_storage_for(storage: DatasetStorage) -> Path | S3ResultStorage:
+    if isinstance(storage, S3Storage):
+        return S3ResultStorage(url=f"{storage.url}/{CACHE_PREFIX}")
+    assert isinstance(storage, LocalStorage)
+    return storage.root.resolve() / CACHE_PREFIX
