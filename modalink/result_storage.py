@@ -8,6 +8,7 @@ come from the environment, as for the dataset itself; the block holds none.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from pathlib import Path
 
 from prefect.filesystems import WritableFileSystem
@@ -51,7 +52,11 @@ class S3ResultStorage(WritableFileSystem):
 
 
 def result_storage_for(storage: DatasetStorage) -> Path | S3ResultStorage:
+    """A folder for a local dataset; for S3, the block, saved on the Prefect server (flows and tasks
+    take only saved blocks) under a name derived from the dataset's URL."""
     if isinstance(storage, S3Storage):
-        return S3ResultStorage(url=f"{storage.url}/{CACHE_PREFIX}")
+        block = S3ResultStorage(url=f"{storage.url}/{CACHE_PREFIX}")
+        block.save(f"modalink-cache-{hashlib.sha1(block.url.encode()).hexdigest()[:12]}", overwrite=True)
+        return block
     assert isinstance(storage, LocalStorage)
     return storage.root.resolve() / CACHE_PREFIX
