@@ -23,7 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from modalink import timing
 from modalink.config import Config
-from modalink.result_storage import result_storage_for
+from modalink.result_storage import FinishedVideos, result_storage_for
 from modalink.storage import StorageError, open_storage
 from modalink.records import DROP_NO_FACE, DROP_TOO_SHORT, FaceResult, Segment, SegmentRecord, Video, VideoRecord
 from tasks.acquire import SourceError, acquire_task, expand_sources_task, safe_id
@@ -161,16 +161,22 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
     return result
 
 
-def run_video(video_flow, acquired: PrefectFuture, dataset: Path, cfg: Config):
+def run_video(video_flow, acquired: PrefectFuture, dataset: Path, cfg: Config, finished: FinishedVideos):
     """(video, outcome, None) or (video or None, None, the error) for one acquired source."""
     video, error = outcome(acquired)
     if error is not None:
         return None, None, error
+    key = finished.key(video.fingerprint, video.video_id, cfg.to_dict())
+    if (done := finished.get(key)) is not None:
+        return video, done, None
     state = video_flow(video, str(dataset), cfg.to_dict(), return_state=True)
     try:
-        return video, state.result(), None
+        result = state.result()
     except Exception as exc:  # noqa: BLE001 - one failing video never stops the others
         return video, None, exc
+    if result.video.status == "ok" and result.errors_logged == 0:
+        finished.put(key, result)
+    return video, result, None
 
 
 def failed_video(video_id: str, source: str, error: BaseException) -> VideoRecord:
@@ -205,10 +211,11 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
     download_dir = str(dataset / cfg.acquire.download_dir)
     acquired = acquire_task.with_options(**media_retries(cfg)).map(singles, cfg.acquire, unmapped(download_dir))
     with local_dask_cluster(cfg) as dask_address:
-        video_flow = process_video.with_options(task_runner=task_runner(cfg, dask_address),
-                                                result_storage=result_storage_for(storage))
+        results = result_storage_for(storage)
+        video_flow = process_video.with_options(task_runner=task_runner(cfg, dask_address), result_storage=results)
+        finished = FinishedVideos(results, storage)
         for number, (source, future) in enumerate(zip(singles, acquired), start=1):
-            video, result, error = run_video(video_flow, future, dataset, cfg)
+            video, result, error = run_video(video_flow, future, dataset, cfg, finished)
             if error is not None:
                 video_id = video.video_id if video else safe_id(source)
                 errors.add(f"video {video_id} ({source})", error)
@@ -226,13 +233,14 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
         raise StorageError(f"could not publish the dataset to {storage.url} after {cfg.run.retries} retries "
                            f"({exc}); nothing is lost: run the same command again to finish it") from exc
     summary = run_summary(cfg, sources, videos, segments, started, time.perf_counter() - clock,
-                          manifest_lines, errors.count + error_count, storage.url)
+                          manifest_lines, errors.count + error_count, storage.url, finished.reused)
     write_summary_task.with_options(**media_retries(cfg))(storage, summary)
     return summary
 
 
 def run_summary(cfg: Config, sources: list[str], videos: list[VideoRecord], segments: list[SegmentRecord],
-                started: datetime, wall_s: float, manifest_lines: int, error_count: int, dataset: str) -> dict[str, Any]:
+                started: datetime, wall_s: float, manifest_lines: int, error_count: int, dataset: str,
+                reused: int = 0) -> dict[str, Any]:
     dropped: dict[str, int] = {}
     for v in videos:
         for reason, count in v.segments_dropped.items():
@@ -243,7 +251,7 @@ def run_summary(cfg: Config, sources: list[str], videos: list[VideoRecord], segm
         "dataset": dataset,
         "sources": sources,
         "videos": {"total": len(videos), "ok": sum(v.status == "ok" for v in videos),
-                   "failed": sum(v.status == "failed" for v in videos)},
+                   "failed": sum(v.status == "failed" for v in videos), "reused": reused},
         "failed_videos": [{"video_id": v.video_id, "source": v.source, "error": v.error}
                           for v in videos if v.status == "failed"],
         "segments": {"kept": len(segments), "dropped": dropped,

@@ -90,7 +90,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     lines = [
         "",
         f"MODALINK dataset: {summary['dataset']}",
-        f"  videos:          {videos['ok']} ok, {videos['failed']} failed",
+        f"  videos:          {videos['ok']} ok, {videos['failed']} failed"
+        + (f" ({videos['reused']} unchanged since an earlier run, reused)" if videos.get("reused") else ""),
         *(f"    failed {v['video_id']}: {v['error']}" for v in summary["failed_videos"]),
         f"  segments kept:   {segments['kept']} (dropped: {dropped})",
         f"  transcripts:     {segments['transcription_failed']} failed, {segments['transcript_empty']} empty",

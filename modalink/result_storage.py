@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from pathlib import Path
 
 from prefect.filesystems import WritableFileSystem
 
+from modalink.records import MEDIA_FIELDS
 from modalink.storage import DatasetStorage, LocalStorage, S3Storage
 
 CACHE_PREFIX = ".modalink/cache"
@@ -60,3 +62,58 @@ def result_storage_for(storage: DatasetStorage) -> Path | S3ResultStorage:
         return block
     assert isinstance(storage, LocalStorage)
     return storage.root.resolve() / CACHE_PREFIX
+
+
+class FinishedVideos:
+    """The outcome of each video processed without an error, keyed by the video's content, the
+    config (all but the `run` section, which changes how, not what) and the code of the steps. A
+    re-run finds a finished video with one read instead of one cache lookup per step and segment."""
+
+    CODE = ("flows/build.py", "tasks", "modalink/config.py", "modalink/records.py")
+
+    def __init__(self, result_storage: Path | WritableFileSystem, storage: DatasetStorage):
+        from prefect.filesystems import LocalFileSystem
+        from prefect.results import ResultStore
+
+        if isinstance(result_storage, Path):
+            result_storage = LocalFileSystem(basepath=str(result_storage))
+        self.store = ResultStore(result_storage=result_storage)
+        self.storage = storage
+        self.reused = 0
+
+    @staticmethod
+    def code_version() -> str:
+        root = Path(__file__).resolve().parents[1]
+        digest = hashlib.sha256()
+        for name in FinishedVideos.CODE:
+            for path in sorted((root / name).rglob("*.py")) if (root / name).is_dir() else [root / name]:
+                digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+    def key(self, video_fingerprint: str, video_id: str, config: dict) -> str:
+        settings = {section: options for section, options in config.items() if section != "run"}
+        text = json.dumps([video_fingerprint, video_id, settings, self.code_version()], sort_keys=True)
+        return "finished-video-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def get(self, key: str):
+        """The stored outcome, or None (also when a medium it points at is gone)."""
+        try:
+            if not self.store.exists(key):
+                return None
+            found = self.store.read(key).result
+        except Exception:  # noqa: BLE001 - an unreadable entry is a miss
+            return None
+        staging = self.storage.staging_dir()
+        for segment in found.segments:
+            for path in (getattr(segment, field) for field in MEDIA_FIELDS):
+                if not (staging / path).is_file() and not self.storage.exists(path):
+                    return None
+        self.reused += 1
+        return found
+
+    def put(self, key: str, outcome) -> bool:
+        try:
+            self.store.write(obj=outcome, key=key)
+            return True
+        except Exception:  # noqa: BLE001 - the steps' own caches still hold the work
+            return False

@@ -41,4 +41,4 @@ def test_playlist_deployment_runs_on_a_process_worker(prefect_server, media, tmp
     assert sorted(os.path.basename(r["source"]) for r in records) == sorted(list(GRID_CLIPS)[:2])
     assert all(r["transcript_status"] == "ok" and r["asr"]["model"] == "tiny.en" for r in records)
     summary = json.loads((out / "run_summary.json").read_text())
-    assert summary["videos"] == {"total": 2, "ok": 2, "failed": 0}
+    assert summary["videos"] == {"total": 2, "ok": 2, "failed": 0, "reused": 0}

@@ -31,7 +31,7 @@ def by_file(records, name):
 
 def test_summary_counts(dataset):
     out, summary = dataset
-    assert summary["videos"] == {"total": len(FILES), "ok": len(FILES) - 1, "failed": 1}
+    assert summary["videos"] == {"total": len(FILES), "ok": len(FILES) - 1, "failed": 1, "reused": 0}
     assert summary["segments"]["kept"] == len(GRID_CLIPS)
     assert json.loads((out / "run_summary.json").read_text())["segments"]["kept"] == len(GRID_CLIPS)
     assert summary["versions"]["prefect"].startswith("3.") and summary["config"]["asr"]["backend"] == "whisper"
@@ -103,6 +103,7 @@ def test_a_second_run_reuses_everything_and_duplicates_nothing(dataset, media):
     again = build_dataset([str(media / f) for f in FILES], str(out), WHISPER)
     assert (out / "manifest.jsonl").read_text() == before
     assert again["segments"]["kept"] == first["segments"]["kept"]
+    assert again["videos"]["reused"] == first["videos"]["ok"] and first["videos"]["reused"] == 0
     for stage in ("audio", "frames", "faces", "clips", "transcription"):
         assert stage not in again["seconds_per_stage"], f"{stage} ran again"
 
