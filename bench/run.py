@@ -37,9 +37,25 @@ MODALINK_ARGS = ["--asr", "whisper", "--asr-model", "tiny.en", "--language", "en
 STAGES = ["probe", "audio", "vad", "speaker_split", "frames", "faces", "clips", "transcription", "records"]
 
 
+def tree_memory(root: psutil.Process) -> tuple[int, int, list[tuple[str, int]]]:
+    """Summed RSS and PSS of a process and its descendants, and the PSS of each (name, bytes).
+    PSS shares a page between the processes mapping it, so shared libraries are not counted twice."""
+    rss = pss = 0
+    each = []
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            info = process.memory_full_info()
+            rss, pss = rss + info.rss, pss + info.pss
+            each.append((process.name(), info.pss))
+        except psutil.Error:
+            pass
+    return rss, pss, each
+
+
 def measure(command: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> dict:
-    """Run a command; wall seconds, CPU seconds and the peak summed RSS of its process tree."""
-    peak, done = [0], threading.Event()
+    """Run a command; wall seconds, CPU seconds, and the peak memory of its process tree (summed RSS
+    and summed PSS, sampled every 0.1 s, with the biggest processes at the PSS peak)."""
+    peak, peak_pss, at_peak, done = [0], [0], [[]], threading.Event()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd, text=True)
@@ -48,8 +64,10 @@ def measure(command: list[str], env: dict[str, str] | None = None, cwd: str | No
         root = psutil.Process(proc.pid)
         while not done.is_set():
             try:
-                tree = [root, *root.children(recursive=True)]
-                peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree if p.is_running()))
+                rss, pss, each = tree_memory(root)
+                peak[0] = max(peak[0], rss)
+                if pss > peak_pss[0]:
+                    peak_pss[0], at_peak[0] = pss, sorted(each, key=lambda item: -item[1])[:5]
             except psutil.Error:
                 pass
             done.wait(0.1)
@@ -64,7 +82,9 @@ def measure(command: list[str], env: dict[str, str] | None = None, cwd: str | No
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{command[:3]} exited {proc.returncode}: {err[-2000:]}")
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(peak[0] / 2**20), "stdout": out}
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(peak[0] / 2**20),
+            "peak_pss_mb": round(peak_pss[0] / 2**20),
+            "at_peak_pss_mb": [(name, round(size / 2**20)) for name, size in at_peak[0]], "stdout": out}
 
 
 def run_modalink(video: Path, out: Path, env: dict[str, str]) -> dict:
@@ -129,7 +149,8 @@ def bench_length(minutes: float, runs: int, work: Path, cache: Path, env: dict[s
                 row = run_baseline(video, out, env)
             else:
                 row = run_floor(video)
-            print(f"    {row['wall_s']} s, {row['peak_rss_mb']} MB, kept {row.get('kept', '-')}", file=sys.stderr, flush=True)
+            print(f"    {row['wall_s']} s, PSS {row['peak_pss_mb']} MB (RSS {row['peak_rss_mb']} MB), "
+                  f"kept {row.get('kept', '-')}", file=sys.stderr, flush=True)
             rows[name].append(row)
             if name != "modalink":
                 shutil.rmtree(out, ignore_errors=True)
@@ -140,7 +161,8 @@ def bench_length(minutes: float, runs: int, work: Path, cache: Path, env: dict[s
     for name, items in rows.items():
         wall = statistics.median(r["wall_s"] for r in items)
         result[name] = {"wall_s": wall, "rtf": round(wall / duration, 4), "cpu_s": statistics.median(r["cpu_s"] for r in items),
-                        "peak_rss_mb": max(r["peak_rss_mb"] for r in items), "kept": items[0].get("kept")}
+                        "peak_rss_mb": max(r["peak_rss_mb"] for r in items),
+                        "peak_pss_mb": max(r["peak_pss_mb"] for r in items), "kept": items[0].get("kept")}
     m = result["modalink"]
     m["stages"] = {s: round(statistics.median(r["stages"][s] for r in rows["modalink"]), 1) for s in STAGES}
     m["speedup_vs_baseline"] = round(result["baseline"]["wall_s"] / m["wall_s"], 2)
@@ -164,13 +186,13 @@ def markdown(report: dict) -> str:
     mach = report["machine"]
     lines = [f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gb']} GB, {mach['os']}, Python {mach['python']}. "
              f"Median of {report['runs']} alternating runs.", "",
-             "| input | MODALINK | paper baseline | ffmpeg floor | vs baseline | x floor | MODALINK RTF | peak RSS MODALINK / baseline | kept MODALINK / baseline | cached re-run |",
+             "| input | MODALINK | paper baseline | ffmpeg floor | vs baseline | x floor | MODALINK RTF | peak PSS (RSS) MODALINK / baseline | kept MODALINK / baseline | cached re-run |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["lengths"]:
         m, b, f = r["modalink"], r["baseline"], r["floor"]
         lines.append(f"| {r['minutes']:g} min | {m['wall_s']:.1f} s | {b['wall_s']:.1f} s | {f['wall_s']:.1f} s | "
                      f"{m['speedup_vs_baseline']:.2f}x faster | {m['times_floor']:.2f}x | {m['rtf']:.3f} | "
-                     f"{m['peak_rss_mb']} / {b['peak_rss_mb']} MB | {m['kept']} / {b['kept']} | "
+                     f"{m['peak_pss_mb']} ({m['peak_rss_mb']}) / {b['peak_pss_mb']} ({b['peak_rss_mb']}) MB | {m['kept']} / {b['kept']} | "
                      f"{m['cached_rerun_s']:.1f} s ({100 * m['cached_fraction']:.1f} %) |")
     lines += ["", "MODALINK busy seconds per stage (summed over concurrent workers, so they can add up to more than the wall time):", "",
               "| input | " + " | ".join(STAGES) + " |", "|---|" + "---|" * len(STAGES)]
@@ -179,7 +201,7 @@ def markdown(report: dict) -> str:
     if len(report["lengths"]) >= 2:
         short, long_ = report["lengths"][0], report["lengths"][-1]
         lines += ["", f"Scaling {short['minutes']:g} -> {long_['minutes']:g} min: wall x{long_['modalink']['wall_s'] / short['modalink']['wall_s']:.2f}, "
-                  f"peak memory x{long_['modalink']['peak_rss_mb'] / short['modalink']['peak_rss_mb']:.2f}."]
+                  f"peak memory (PSS) x{long_['modalink']['peak_pss_mb'] / short['modalink']['peak_pss_mb']:.2f}."]
     return "\n".join(lines) + "\n"
 
 
