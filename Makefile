@@ -10,7 +10,7 @@ DEMO_OUT ?= demo-dataset
 DEMO_MEDIA := media/av_grid_bbaf2n.mpg media/av_grid_lwbsza.mpg media/av_grid_swiz3n.mpg \
               media/av_grid_id2_swwp2s.mpg media/noface_speech_autoeditor_example.mp4
 
-.PHONY: demo test env clean
+.PHONY: demo test bench env clean
 
 env: $(STAMP)
 
@@ -35,6 +35,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/$(VENV)/prefect-home $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# About an hour on 2 cores: builds the 10 and 60-minute inputs (cached in ~/.cache/modalink-bench),
+# then alternates MODALINK, the paper baseline and the ffmpeg floor three times on each.
+bench: $(STAMP)
+	PREFECT_HOME=$(CURDIR)/$(VENV)/prefect-home $(BIN)/python bench/run.py --minutes 10 60 --runs 3 --markdown bench/results.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

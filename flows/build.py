@@ -23,6 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from modalink import timing
 from modalink.config import Config
+from modalink.memory import return_large_blocks
 from modalink.result_storage import FinishedVideos, result_storage_for
 from modalink.storage import StorageError, open_storage
 from modalink.records import DROP_NO_FACE, DROP_TOO_SHORT, FaceResult, Segment, SegmentRecord, Video, VideoRecord
@@ -187,6 +188,7 @@ def failed_video(video_id: str, source: str, error: BaseException) -> VideoRecor
 def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build (or extend) the dataset at `out` from videos, playlists, files or folders."""
     started, clock = datetime.now(timezone.utc), time.perf_counter()
+    return_large_blocks()
     timing.reset()
     cfg = Config.load(overrides=config)
     logger = get_run_logger()

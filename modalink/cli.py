@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     from modalink.config import ConfigError
     from modalink.storage import StorageError
 
+    from modalink.memory import return_large_blocks
+
+    return_large_blocks()  # before the big libraries allocate
     args = build_parser().parse_args(argv)
     try:
         return run_build(args) if args.command == "build" else run_validate(args)

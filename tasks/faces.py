@@ -18,6 +18,7 @@ from prefect import task
 
 from modalink.config import FaceConfig
 from modalink.records import FaceBox, FaceResult, MediaInfo, Segment, Video
+from modalink.memory import return_large_blocks
 from modalink.timing import timed, usable_cores
 from tasks.base import CACHE_POLICY, MediaError, retry_unless_permanent
 
@@ -85,6 +86,7 @@ def get_detector():
         if _detector is None:
             from mtcnn import MTCNN
 
+            return_large_blocks()
             use_opencv_pyramid()
             _detector = MTCNN(device="CPU:0")
     return _detector
