@@ -170,8 +170,8 @@ def bench_length(minutes: float, runs: int, work: Path, cache: Path, env: dict[s
     m["cached_rerun_s"] = cached["wall_s"]
     m["cached_fraction"] = round(cached["wall_s"] / m["wall_s"], 4)
     result["baseline"]["pieces"] = rows["baseline"][0]["pieces"]
-    for r in rows["modalink"]:
-        shutil.rmtree(work / f"{minutes:g}min-modalink-{rows['modalink'].index(r)}", ignore_errors=True)
+    for round_ in range(runs):
+        shutil.rmtree(work / f"{minutes:g}min-modalink-{round_}", ignore_errors=True)
     return result
 
 

@@ -3,8 +3,8 @@
 `build_dataset` (flow "modalink") expands and acquires the sources, runs `process_video` (flow
 "modalink-video") for each video, and publishes the records. Inside a video flow the segment steps
 run concurrently: faces are found per chunk of consecutive segments (one decoding pass each), then
-media and transcription are mapped over the segments that show a face, as soon as their chunk is done. A failing segment or video is logged and counted; the
-run goes on.
+media and transcription are mapped over the segments that show a face, as soon as their chunk is
+done. A failing segment or video is logged and counted; the run goes on.
 """
 from __future__ import annotations
 
@@ -167,10 +167,11 @@ def run_video(video_flow, acquired: PrefectFuture, dataset: Path, cfg: Config, f
     video, error = outcome(acquired)
     if error is not None:
         return None, None, error
-    key = finished.key(video.fingerprint, video.video_id, cfg.to_dict())
+    config = cfg.to_dict()
+    key = finished.key(video.fingerprint, video.video_id, config)
     if (done := finished.get(key)) is not None:
         return video, done, None
-    state = video_flow(video, str(dataset), cfg.to_dict(), return_state=True)
+    state = video_flow(video, str(dataset), config, return_state=True)
     try:
         result = state.result()
     except Exception as exc:  # noqa: BLE001 - one failing video never stops the others

@@ -138,9 +138,8 @@ def run_validate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from modalink.config import ConfigError
-    from modalink.storage import StorageError
-
     from modalink.memory import return_large_blocks
+    from modalink.storage import StorageError
 
     return_large_blocks()  # before the big libraries allocate
     args = build_parser().parse_args(argv)

@@ -8,6 +8,7 @@ come from the environment, as for the dataset itself; the block holds none.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -82,6 +83,7 @@ class FinishedVideos:
         self.reused = 0
 
     @staticmethod
+    @functools.cache
     def code_version() -> str:
         root = Path(__file__).resolve().parents[1]
         digest = hashlib.sha256()

@@ -138,13 +138,17 @@ class S3Storage(DatasetStorage):
             raise StorageError(f"cannot reach S3 storage for {self.url}: {exc}") from None
         self._staging.mkdir(parents=True, exist_ok=True)
 
+    @staticmethod
+    def _is_missing(exc: Exception) -> bool:
+        return str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
+
     def _size(self, key: str) -> int | None:
         from botocore.exceptions import ClientError
 
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self.key(key))["ContentLength"]
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            if self._is_missing(exc):
                 return None
             raise
 
@@ -172,7 +176,7 @@ class S3Storage(DatasetStorage):
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self.key(key))["Body"].read()
         except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey"):
+            if self._is_missing(exc):
                 return None
             raise
 

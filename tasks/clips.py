@@ -17,7 +17,6 @@ from modalink.timing import timed
 from modalink.config import AudioConfig, ClipConfig
 from modalink.ffmpeg_tools import ffmpeg
 from modalink.records import Segment, SegmentMedia, Video
-from tasks.audio import extract_audio
 from tasks.base import STAGED_CACHE_POLICY, retry_unless_permanent
 
 
@@ -76,8 +75,7 @@ def write_segment_media(video: Video, segment: Segment, wav_path: str, dataset_d
       retry_condition_fn=retry_unless_permanent, task_run_name="media {segment.video_id} {segment.name}")
 def write_segment_media_task(video: Video, segment: Segment, wav_path: str, dataset_dir: str,
                              config: ClipConfig, audio_config: AudioConfig) -> SegmentMedia:
-    """Called only for a segment that shows a face. `audio_config` made the soundtrack at `wav_path`."""
-    if not Path(wav_path).is_file():  # staged on another machine, or cleaned up since
-        extract_audio(video.path, wav_path, audio_config)
+    """Called only for a segment that shows a face, once the flow has the soundtrack at `wav_path`.
+    `audio_config` made that soundtrack: it is part of the cache key, which leaves out the path."""
     with timed("clips"):
         return write_segment_media(video, segment, wav_path, dataset_dir, config)
