@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +110,21 @@ def run_build(args: argparse.Namespace) -> int:
     config = Config.load(args.config, overrides_from(args))
     check_writable(args.out)
     quiet_logging(args.verbose)
-    from tasks.transcribe import get_backend
+    from modalink.prefect_server import TemporaryServer
 
-    get_backend(config.asr).prepare()  # a model that cannot load fails here, in one line
-    from flows.build import build_dataset
+    server = TemporaryServer.start_if_needed()  # comes up while the steps are imported and the model loads
+    try:
+        from tasks.transcribe import get_backend
 
-    out = args.out if "://" in args.out else str(Path(args.out).expanduser())
-    summary = build_dataset(sources=list(args.sources), out=out, config=config.to_dict())
+        get_backend(config.asr).prepare()  # a model that cannot load fails here, in one line
+        from flows.build import build_dataset
+
+        out = args.out if "://" in args.out else str(Path(args.out).expanduser())
+        with server.serving() if server else nullcontext():
+            summary = build_dataset(sources=list(args.sources), out=out, config=config.to_dict())
+    finally:
+        if server:
+            server.stop()
     print_summary(summary)
     return EXIT_SOME_FAILED if summary["videos"]["failed"] else EXIT_OK
 
@@ -137,6 +146,9 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from modalink.prefect_server import offline_defaults
+
+    offline_defaults()  # before Prefect is imported
     from modalink.config import ConfigError
     from modalink.memory import return_large_blocks
     from modalink.storage import StorageError

@@ -53,3 +53,29 @@ def test_validate_checks_records_and_files(tmp_path):
     assert result.returncode == 3 and '"problems": 1' in result.stdout and "v-0_1" in result.stderr
     (tmp_path / "f.jpg").unlink()
     assert '"problems": 3' in run_cli("validate", str(tmp_path)).stdout
+
+
+def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_path):
+    """No PREFECT_API_URL: the CLI starts a temporary server while its models load, and stops it."""
+    import os
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    result = subprocess.run([sys.executable, "-m", "modalink.cli", "build", str(media / "av_grid_bbaf2n.mpg"),
+                             "--out", str(tmp_path / "d"), "--asr", "whisper", "--asr-model", "tiny.en",
+                             "--language", "en-US"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "segments kept:   1" in result.stderr
+    assert (tmp_path / "prefect-home" / "prefect.db").is_file()  # the runs were recorded by that server
+    assert "telemetry" not in result.stderr and "View at" not in result.stderr  # offline, and no UI to link to
+    left = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if "prefect.server.api.server:create_app" in " ".join(process.info["cmdline"] or []) \
+                    and process.environ().get("PREFECT_HOME") == env["PREFECT_HOME"]:
+                left.append(process.pid)
+        except psutil.Error:
+            pass
+    assert left == []

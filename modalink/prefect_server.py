@@ -1,0 +1,125 @@
+"""The temporary Prefect server of a run that names no PREFECT_API_URL.
+
+Left to itself, Prefect starts this server at the first flow call, after importing its whole server
+API into the calling process (1.6 s and 80 MiB), and waits 3-4 s for it. `TemporaryServer` runs the
+same command (`uvicorn prefect.server.api.server:create_app`, ephemeral services, no UI) as soon as
+the CLI starts, so the server comes up on the other core while the steps are imported and the model
+loads; the flow then talks to it through `temporary_settings`, as `prefect_test_harness` does. A
+run against a standing server (a deployment, or PREFECT_API_URL set) is left alone.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+PORT_IN_USE = 3  # uvicorn's exit status when it cannot bind
+
+
+def offline_defaults() -> None:
+    """Before Prefect is imported: no usage telemetry from a temporary server (offline, every run
+    would log an error). A value the user set wins."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class TemporaryServer:
+    """A Prefect API server in a child process, for one run."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def start_if_needed(cls) -> "TemporaryServer | None":
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        if settings.api.url or not settings.server.ephemeral.enabled:
+            return None
+        server = cls()
+        server.start()
+        return server
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def start(self) -> None:
+        import prefect
+
+        self.port = free_port()
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
+             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+             "--log-level", "error", "--lifespan", "on"], env=env)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client() as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() == PORT_IN_USE:  # taken between free_port() and the bind
+                    self.start()
+                elif self.process.poll() is not None:
+                    return False
+                try:
+                    if client.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                        return True
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Prefect's calls go to this server inside the block; it is stopped at the end. If it did not
+        come up, Prefect starts its own as usual (and reports why it cannot)."""
+        from prefect.settings import (PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, PREFECT_UI_URL,
+                                      temporary_settings)
+
+        try:
+            if not self.wait_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()):
+                self.stop()
+                yield
+                return
+            # no UI link in the log: this server serves no UI and is gone when the run ends
+            with temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_UI_URL: ""}):
+                try:
+                    yield
+                finally:
+                    send_pending_logs_and_events()
+        finally:
+            self.stop()
+
+
+def send_pending_logs_and_events() -> None:
+    """Let Prefect's log and event workers send what they hold while the server still runs (as
+    `prefect_test_harness` does before it stops its server)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        worker.drain_all(timeout=10)
