@@ -99,7 +99,37 @@ def get_detector():
                 pass
             use_opencv_pyramid()
             _detector = MTCNN(device="CPU:0")
+            pad_refinement_batches(_detector)
     return _detector
+
+
+class PaddedBatches:
+    """An MTCNN stage network called on batches padded with zeros to a power of two (at least 16).
+
+    R-Net and O-Net see one patch per candidate box, a different count on nearly every call, and
+    TensorFlow's oneDNN kernels keep a compiled primitive per input shape: on 400 new frames the
+    process grew from 914 to 1166 MiB and kept growing. With padding a handful of shapes exists
+    (flat at 930 MiB), in the same time, with identical boxes and confidences (each patch is
+    computed on its own; `tests/test_faces.py` checks it)."""
+
+    def __init__(self, model, least: int = 16):
+        self.model, self.least = model, least
+
+    def __call__(self, patches):
+        import tensorflow as tf
+
+        count = int(patches.shape[0])
+        size = max(self.least, 1 << max(0, count - 1).bit_length())
+        if size != count:
+            patches = tf.concat([patches, tf.zeros((size - count, *patches.shape[1:]), patches.dtype)], 0)
+        return [output[:count] for output in self.model(patches)]
+
+
+def pad_refinement_batches(detector) -> None:
+    """Wrap every stage after P-Net (whose input shapes are fixed by the frame size) in `PaddedBatches`."""
+    for stage in list(getattr(detector, "stages", []))[1:]:
+        if hasattr(stage, "_model") and not isinstance(stage._model, PaddedBatches):
+            stage._model = PaddedBatches(stage._model)
 
 
 def area_pyramid(images_normalized, scales_groups):

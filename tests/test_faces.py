@@ -71,3 +71,24 @@ def test_the_opencv_pyramid_gives_the_same_faces_as_tensorflows(media):
         for a, b in zip(got, want):
             assert max(abs(p - q) for p, q in zip(a["box"], b["box"])) <= 1
             assert abs(a["confidence"] - b["confidence"]) < 1e-3
+
+
+def test_padded_refinement_batches_give_the_same_faces(media):
+    """R-Net and O-Net on padded batches (tasks.faces.PaddedBatches) find exactly what they find unpadded."""
+    from tasks.faces import PaddedBatches, decode_frames_at, get_detector
+
+    detector = get_detector()
+    refinement = detector.stages[1:]
+    assert refinement and all(isinstance(stage._model, PaddedBatches) for stage in refinement)
+    frames = [rgb for _, rgb in decode_frames_at(str(media / "av_grid_lwbsza.mpg"), [0.5, 1.5, 2.5], (180, 144))]
+    padded = detector.detect_faces(frames)
+    for stage in refinement:
+        stage._model = stage._model.model
+    try:
+        reference = detector.detect_faces(frames)
+    finally:
+        for stage in refinement:
+            stage._model = PaddedBatches(stage._model)
+    assert sum(len(f) for f in reference) >= 3
+    assert [[(d["box"], d["confidence"]) for d in f] for f in padded] == \
+           [[(d["box"], d["confidence"]) for d in f] for f in reference]
