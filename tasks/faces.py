@@ -107,10 +107,10 @@ class PaddedBatches:
     """An MTCNN stage network called on batches padded with zeros to a power of two (at least 16).
 
     R-Net and O-Net see one patch per candidate box, a different count on nearly every call, and
-    TensorFlow's oneDNN kernels keep a compiled primitive per input shape: on 400 new frames the
-    process grew from 914 to 1166 MiB and kept growing. With padding a handful of shapes exists
-    (flat at 930 MiB), in the same time, with identical boxes and confidences (each patch is
-    computed on its own; `tests/test_faces.py` checks it)."""
+    TensorFlow's oneDNN kernels keep a compiled primitive per input shape: over 400 new frames the
+    process grew from 914 to 1166 MiB and kept growing. With padding only a handful of shapes exist
+    and it stayed at 924-937 MiB after the first 80 frames, in the same time, with identical boxes
+    and confidences (each patch is computed on its own; `tests/test_faces.py` checks it)."""
 
     def __init__(self, model, least: int = 16):
         self.model, self.least = model, least
