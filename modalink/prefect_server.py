@@ -71,9 +71,10 @@ class TemporaryServer:
         deadline = time.monotonic() + timeout_s
         with httpx.Client() as client:
             while time.monotonic() < deadline:
-                if self.process.poll() == PORT_IN_USE:  # taken between free_port() and the bind
+                exit_code = self.process.poll()
+                if exit_code == PORT_IN_USE:  # taken between free_port() and the bind
                     self.start()
-                elif self.process.poll() is not None:
+                elif exit_code is not None:
                     return False
                 try:
                     if client.get(f"{self.api_url}/health", timeout=2).status_code == 200:
@@ -95,24 +96,22 @@ class TemporaryServer:
 
     @contextmanager
     def serving(self) -> Iterator[None]:
-        """Prefect's calls go to this server inside the block; it is stopped at the end. If it did not
-        come up, Prefect starts its own as usual (and reports why it cannot)."""
+        """Prefect's calls go to this server inside the block, and what Prefect still holds for it is
+        sent before the block ends; the caller stops the server. If it did not come up, Prefect starts
+        its own as usual (and reports why it cannot)."""
         from prefect.settings import (PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, PREFECT_UI_URL,
                                       temporary_settings)
 
-        try:
-            if not self.wait_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()):
-                self.stop()
-                yield
-                return
-            # no UI link in the log: this server serves no UI and is gone when the run ends
-            with temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_UI_URL: ""}):
-                try:
-                    yield
-                finally:
-                    send_pending_logs_and_events()
-        finally:
+        if not self.wait_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()):
             self.stop()
+            yield
+            return
+        # no UI link in the log: this server serves no UI and is gone when the run ends
+        with temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_UI_URL: ""}):
+            try:
+                yield
+            finally:
+                send_pending_logs_and_events()
 
 
 def send_pending_logs_and_events() -> None:
