@@ -92,3 +92,62 @@ def test_padded_refinement_batches_give_the_same_faces(media):
     assert sum(len(f) for f in reference) >= 3
     assert [[(d["box"], d["confidence"]) for d in f] for f in padded] == \
            [[(d["box"], d["confidence"]) for d in f] for f in reference]
+
+
+def test_compiled_networks_give_the_same_faces_as_eager_keras(media):
+    """P-Net, R-Net and O-Net run as tf.function graphs (tasks.faces.compile_stage_networks) and find
+    exactly what the eager Keras models find."""
+    from tasks.faces import PaddedBatches, decode_frames_at, get_detector
+
+    detector = get_detector()
+    batches = [[rgb for _, rgb in decode_frames_at(str(media / name), times, size)] for name, times, size in [
+        ("av_grid_swiz3n.mpg", [0.3, 1.3, 2.3], (180, 144)),
+        ("face_nospeech_liveportrait_d18.mp4", [0.2, 1.2, 2.2], (256, 256))]]
+
+    def holders():  # (object holding a network, the attribute holding it) for each stage
+        return [(s._model, "model") if isinstance(s._model, PaddedBatches) else (s, "_model") for s in detector.stages]
+
+    compiled = [getattr(owner, name) for owner, name in holders()]
+    assert all(hasattr(fn, "python_function") for fn in compiled)
+    graph_faces = [f for frames in batches for f in detector.detect_faces(frames)]
+    for (owner, name), fn in zip(holders(), compiled):
+        setattr(owner, name, fn.python_function)
+    try:
+        eager_faces = [f for frames in batches for f in detector.detect_faces(frames)]
+    finally:
+        for (owner, name), fn in zip(holders(), compiled):
+            setattr(owner, name, fn)
+    assert sum(len(f) for f in eager_faces[:3]) >= 3 and sum(len(f) for f in eager_faces[3:]) >= 3
+    assert [[(d["box"], d["confidence"]) for d in f] for f in graph_faces] == \
+           [[(d["box"], d["confidence"]) for d in f] for f in eager_faces]
+
+
+def _h264_with_a_gap(media, out):
+    """A GRID clip re-encoded with B-frames no frame refers to, and a 1.5 s gap before a B-frame."""
+    from modalink.ffmpeg_tools import ffmpeg
+
+    ffmpeg("-i", str(media / "av_grid_lwbsza.mpg"), "-an", "-vf", "setpts='PTS+if(gte(N,41),1.5/TB,0)'",
+           "-fps_mode", "passthrough", "-c:v", "libx264", "-x264-params", "bframes=3:b-adapt=0:b-pyramid=none:scenecut=0",
+           str(out))
+    return out
+
+
+@pytest.mark.parametrize("name, times", [
+    ("av_grid_bbaf2n.mpg", [0.013, 0.72, 1.43, 2.14, 2.85]),  # MPEG-1 with B-frames
+    ("face_nospeech_liveportrait_d18.mp4", [round(0.05 + 0.7 * k, 3) for k in range(11)]),
+    ("noface_speech_autoeditor_example.mp4", [0.5, 0.52, 3.0, 14.0, 14.9]),  # two times on one frame; a seek
+    ("noface_music_bigbuckbunny_0_30.webm", [1.0, 2.0, 12.0]),
+    ("gap", [0.5, 1.0, 1.7, 2.0, 2.5, 3.3]),  # 1.7-2.5 fall in the gap: a skipped B-frame is the answer
+    ("gap", [round(0.05 * k, 3) for k in range(88)]),  # every frame near a time: nothing skipped
+])
+def test_skipping_unused_frames_returns_the_same_frames(media, tmp_path, name, times):
+    import numpy as np
+
+    from tasks.faces import decode_frames_at
+
+    path = _h264_with_a_gap(media, tmp_path / "gap.mp4") if name == "gap" else media / name
+    full = list(decode_frames_at(str(path), times, (160, 128), skip_unused=False))
+    skipping = list(decode_frames_at(str(path), times, (160, 128)))
+    assert [k for k, _ in full] == list(range(len(times)))
+    assert [k for k, _ in skipping] == [k for k, _ in full]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(full, skipping))
