@@ -132,6 +132,7 @@ def get_detector():
             except RuntimeError:  # TensorFlow already ran something in this process: keep its threads
                 pass
             use_opencv_pyramid()
+            use_float32_batches()
             _detector = MTCNN(device="CPU:0")
             compile_stage_networks(_detector)
             pad_refinement_batches(_detector)
@@ -196,6 +197,18 @@ def area_pyramid(images_normalized, scales_groups):
     return levels, largest
 
 
+def float32_batch(images_raw, normalize=True, justification="center"):
+    """mtcnn's `standarize_batch` in float32 instead of float64: (x - 127.5) / 128 is exact in float32
+    for 8-bit pixels, and R-Net and O-Net crop in float32 anyway, so the boxes are identical; the
+    float64 batch cost a third of MTCNN's time in conversions to tensors."""
+    from mtcnn.utils.images import pad_stack_np
+
+    images, shapes, padding = pad_stack_np(images_raw, justification=justification)
+    if normalize:
+        images = (np.asarray(images, dtype=np.float32) - np.float32(127.5)) / np.float32(128)
+    return images, shapes, padding
+
+
 def use_opencv_pyramid() -> bool:
     """Swap mtcnn 1.x's P-Net pyramid for `area_pyramid`; leaves another mtcnn version untouched."""
     try:
@@ -205,6 +218,18 @@ def use_opencv_pyramid() -> bool:
     if not hasattr(stage_pnet, "apply_scales"):
         return False
     stage_pnet.apply_scales = area_pyramid
+    return True
+
+
+def use_float32_batches() -> bool:
+    """Swap mtcnn 1.x's batch normalisation for `float32_batch`; leaves another mtcnn version untouched."""
+    try:
+        import mtcnn.mtcnn as detector_module
+    except ImportError:
+        return False
+    if not hasattr(detector_module, "standarize_batch"):
+        return False
+    detector_module.standarize_batch = float32_batch
     return True
 
 

@@ -151,3 +151,25 @@ def test_skipping_unused_frames_returns_the_same_frames(media, tmp_path, name, t
     assert [k for k, _ in full] == list(range(len(times)))
     assert [k for k, _ in skipping] == [k for k, _ in full]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(full, skipping))
+
+
+def test_float32_batches_give_the_same_faces_as_float64(media):
+    """mtcnn normalises a batch in float64; tasks.faces.float32_batch does it in float32, exactly."""
+    import mtcnn.mtcnn as detector_module
+    import numpy as np
+    from mtcnn.utils.images import standarize_batch
+    from tasks.faces import decode_frames_at, float32_batch, get_detector
+
+    detector = get_detector()
+    assert detector_module.standarize_batch is float32_batch
+    frames = [rgb for _, rgb in decode_frames_at(str(media / "av_grid_bbaf2n.mpg"), [0.4, 1.4, 2.4], (180, 144))]
+    ours, reference = float32_batch(frames)[0], standarize_batch(frames)[0]
+    assert ours.dtype == np.float32 and np.array_equal(ours, reference.astype(np.float32))
+    fast = detector.detect_faces(frames)
+    detector_module.standarize_batch = standarize_batch
+    try:
+        slow = detector.detect_faces(frames)
+    finally:
+        detector_module.standarize_batch = float32_batch
+    assert sum(len(f) for f in slow) >= 3
+    assert [[(d["box"], d["confidence"]) for d in f] for f in fast] == [[(d["box"], d["confidence"]) for d in f] for f in slow]

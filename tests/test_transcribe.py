@@ -4,7 +4,8 @@ from modalink.config import AsrConfig, AudioConfig, ConfigError
 from modalink.records import Span
 from tasks.audio import extract_audio
 from tasks.clips import cut_wav
-from tasks.transcribe import TranscriptionError, WhisperBackend, failed_transcript, resolve_whisper_model, transcribe
+from tasks.transcribe import (TranscriptionError, WhisperBackend, failed_transcript, resolve_whisper_model, transcribe,
+                              whisper_input)
 from wer import normalize, word_error_rate
 
 from conftest import JFK_TEXT
@@ -30,6 +31,17 @@ def test_whisper_tiny_en_on_jfk(jfk_wav):
     result = transcribe(jfk_wav, AsrConfig(backend="whisper", language="en-US", model="tiny.en"))
     assert result.status == "ok" and result.backend == "whisper" and result.model == "tiny.en"
     assert word_error_rate(JFK_TEXT, result.text) <= 0.1
+
+
+def test_whisper_input_is_what_faster_whispers_decoder_makes(jfk_wav, media, tmp_path):
+    import numpy as np
+    from faster_whisper.audio import decode_audio
+
+    samples = whisper_input(jfk_wav)
+    assert samples.dtype == np.float32 and np.array_equal(samples, decode_audio(jfk_wav))
+    other_rate = extract_audio(str(media / "en_jfk.flac"), str(tmp_path / "8k.wav"), AudioConfig(sample_rate=8000)).path
+    assert whisper_input(other_rate) == other_rate  # resampled by faster-whisper itself
+    assert whisper_input(str(media / "en_jfk.flac")) == str(media / "en_jfk.flac")
 
 
 def test_whisper_model_is_loaded_once(jfk_wav):
