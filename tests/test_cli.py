@@ -1,5 +1,6 @@
 """Bad input gets one clear line and exit code 2; a run ends with a summary."""
 import json
+import sqlite3
 import subprocess
 import sys
 
@@ -68,7 +69,10 @@ def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_p
                              "--language", "en-US"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "segments kept:   1" in result.stderr
-    assert (tmp_path / "prefect-home" / "prefect.db").is_file()  # the runs were recorded by that server
+    with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:  # the runs were recorded by that server
+        flow_runs = dict(db.execute("select name, state_type from flow_run").fetchall())
+        task_states = {state for state, in db.execute("select state_type from task_run")}
+    assert len(flow_runs) == 2 and set(flow_runs.values()) == {"COMPLETED"} and task_states == {"COMPLETED"}
     assert "telemetry" not in result.stderr and "View at" not in result.stderr  # offline, and no UI to link to
     left = []
     for process in psutil.process_iter(["cmdline"]):
