@@ -12,7 +12,10 @@ import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modalink.prefect_server import TemporaryServer
 
 EXIT_OK, EXIT_CRASH, EXIT_USAGE, EXIT_SOME_FAILED = 0, 1, 2, 3
 
@@ -22,8 +25,6 @@ class UsageError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tasks.transcribe import BACKENDS
-
     parser = argparse.ArgumentParser(prog="modalink", description="In-the-wild video to a synchronized "
                                      "audio-video-text dataset (the MODALINK method).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--out", required=True, help="dataset folder (created if missing)")
     build.add_argument("--config", help="TOML or YAML file with sections such as [vad] or [asr]")
     build.add_argument("--language", help="BCP-47 language of the speech (default ar-EG)")
-    build.add_argument("--asr", choices=sorted(BACKENDS), help="transcription backend (default google)")
+    build.add_argument("--asr", help="transcription backend: google (default) or whisper")
     build.add_argument("--asr-model", help="whisper model name or local path (default tiny.en for English, else base)")
     build.add_argument("--workers", type=int, help="segments processed concurrently (default 4)")
     build.add_argument("--runner", choices=["threads", "dask"], help="task runner (default threads)")
@@ -103,28 +104,23 @@ def print_summary(summary: dict[str, Any]) -> None:
     print("\n".join(lines), file=sys.stderr)
 
 
-def run_build(args: argparse.Namespace) -> int:
+def run_build(args: argparse.Namespace, server: TemporaryServer | None) -> int:
+    """`server`, started before anything else, comes up while Prefect and the steps are imported and
+    the model loads; it is used only if Prefect's settings name no other."""
     from modalink.config import Config
 
     check_sources(args.sources)
     config = Config.load(args.config, overrides_from(args))
     check_writable(args.out)
     quiet_logging(args.verbose)
-    from modalink.prefect_server import TemporaryServer
+    from tasks.transcribe import get_backend
 
-    server = TemporaryServer.start_if_needed()  # comes up while the steps are imported and the model loads
-    try:
-        from tasks.transcribe import get_backend
+    get_backend(config.asr).prepare()  # a model that cannot load fails here, in one line
+    from flows.build import build_dataset
 
-        get_backend(config.asr).prepare()  # a model that cannot load fails here, in one line
-        from flows.build import build_dataset
-
-        out = args.out if "://" in args.out else str(Path(args.out).expanduser())
-        with server.serving() if server else nullcontext():
-            summary = build_dataset(sources=list(args.sources), out=out, config=config.to_dict())
-    finally:
-        if server:
-            server.stop()
+    out = args.out if "://" in args.out else str(Path(args.out).expanduser())
+    with server.serving() if server and server.needed() else nullcontext():
+        summary = build_dataset(sources=list(args.sources), out=out, config=config.to_dict())
     print_summary(summary)
     return EXIT_SOME_FAILED if summary["videos"]["failed"] else EXIT_OK
 
@@ -146,7 +142,7 @@ def run_validate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from modalink.prefect_server import offline_defaults
+    from modalink.prefect_server import TemporaryServer, offline_defaults
 
     offline_defaults()  # before Prefect is imported
     from modalink.config import ConfigError
@@ -155,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
 
     return_large_blocks()  # before the big libraries allocate
     args = build_parser().parse_args(argv)
+    server = TemporaryServer.start_early() if args.command == "build" else None
     try:
-        return run_build(args) if args.command == "build" else run_validate(args)
+        return run_build(args, server) if args.command == "build" else run_validate(args)
     except (UsageError, ConfigError) as exc:
         print(f"modalink: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -166,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("modalink: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:
+        if server:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Left to itself, Prefect starts this server at the first flow call, after importing its whole server
 API into the calling process (1.6 s and 80 MiB), and waits 3-4 s for it. `TemporaryServer` runs the
 same command (`uvicorn prefect.server.api.server:create_app`, ephemeral services, no UI) as soon as
-the CLI starts, so the server comes up on the other core while the steps are imported and the model
-loads; the flow then talks to it through `temporary_settings`, as `prefect_test_harness` does. A
+the CLI has parsed its arguments, so the server comes up on the other core while Prefect and the
+steps are imported and the model loads; the flow then talks to it through `temporary_settings`, as `prefect_test_harness` does. A
 run against a standing server (a deployment, or PREFECT_API_URL set) is left alone.
 """
 from __future__ import annotations
@@ -41,23 +41,31 @@ class TemporaryServer:
         self.process: subprocess.Popen | None = None
 
     @classmethod
-    def start_if_needed(cls) -> "TemporaryServer | None":
-        from prefect.settings import get_current_settings
-
-        settings = get_current_settings()
-        if settings.api.url or not settings.server.ephemeral.enabled:
+    def start_early(cls) -> "TemporaryServer | None":
+        """Started before this process imports Prefect (0.7 s), unless PREFECT_API_URL is in the
+        environment; `needed` then asks Prefect's own settings (profiles included)."""
+        if os.environ.get("PREFECT_API_URL"):
             return None
         server = cls()
         server.start()
         return server
+
+    @staticmethod
+    def needed() -> bool:
+        """No API URL in Prefect's settings, and ephemeral servers allowed."""
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        return not settings.api.url and settings.server.ephemeral.enabled
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(self) -> None:
-        import prefect
+        import importlib.util
 
+        prefect_dir = Path(importlib.util.find_spec("prefect").origin).parent  # without importing it
         self.port = free_port()
         # A server that lives for one run: no event feed to store for a UI and no automations to
         # trigger (flow and task runs are still recorded; 15 % of the server's CPU), unless asked for.
@@ -66,7 +74,7 @@ class TemporaryServer:
         env = {**unused_services, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent), "--factory",
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_dir.parent), "--factory",
              "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"], env=env)
 
@@ -104,15 +112,18 @@ class TemporaryServer:
         """Prefect's calls go to this server inside the block, and what Prefect still holds for it is
         sent before the block ends; the caller stops the server. If it did not come up, Prefect starts
         its own as usual (and reports why it cannot)."""
-        from prefect.settings import (PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, PREFECT_UI_URL,
-                                      temporary_settings)
+        from prefect.settings import (PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+                                      PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, PREFECT_UI_URL, temporary_settings)
 
         if not self.wait_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()):
             self.stop()
             yield
             return
-        # no UI link in the log: this server serves no UI and is gone when the run ends
-        with temporary_settings(updates={PREFECT_API_URL: self.api_url, PREFECT_UI_URL: ""}):
+        # No UI link in the log: this server serves no UI and is gone when the run ends. No flow run
+        # heartbeats: they let a standing server spot crashed runs, and each flow run waited up to
+        # 1 s at its end for the heartbeat thread to stop.
+        updates = {PREFECT_API_URL: self.api_url, PREFECT_UI_URL: "", PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+        with temporary_settings(updates=updates):
             try:
                 yield
             finally:

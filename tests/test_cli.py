@@ -19,7 +19,7 @@ def run_cli(*args):
 @pytest.mark.parametrize("args, message", [
     (["build", "/no/such/video.mp4", "--out", "{tmp}/d"], "no such file or folder: /no/such/video.mp4"),
     (["build", "{media}/av_grid_bbaf2n.mpg", "--out", "{media}/av_grid_bbaf2n.mpg/d"], "cannot write to"),
-    (["build", "{media}/av_grid_bbaf2n.mpg", "--out", "{tmp}/d", "--asr", "nope"], "invalid choice: 'nope'"),
+    (["build", "{media}/av_grid_bbaf2n.mpg", "--out", "{tmp}/d", "--asr", "nope"], "asr.backend must be one of ['google', 'whisper'], got 'nope'"),
     (["build", "{media}/av_grid_bbaf2n.mpg", "--out", "{tmp}/d", "--set", "faces.fsp=2"], "did you mean 'fps'"),
     (["build", "{media}/av_grid_bbaf2n.mpg", "--out", "{tmp}/d", "--config", "{tmp}/none.toml"], "config file not found"),
     (["build", "{media}/av_grid_bbaf2n.mpg", "--out", "{tmp}/d", "--asr", "whisper", "--asr-model", "tiny.en"],
