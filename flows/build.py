@@ -31,7 +31,7 @@ from tasks.acquire import SourceError, acquire_task, expand_sources_task, safe_i
 from tasks.audio import extract_audio_task
 from tasks.base import MediaError
 from tasks.clips import write_segment_media_task
-from tasks.faces import chunked, detect_faces_task
+from tasks.faces import chunked, detect_faces_task, load_detector_in_background
 from tasks.probe import probe_task
 from tasks.publish import ErrorLog, publish_records_task, write_summary_task
 from tasks.speakers import split_speakers_task
@@ -100,6 +100,8 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
                          channel=info.get("channel"), upload_date=info.get("upload_date"), url=info.get("url"),
                          license=info.get("license"))
 
+    if cfg.run.runner == "threads":  # faces are found in this process: MTCNN loads while the audio is prepared
+        load_detector_in_background()
     try:
         media_info = probe_task(video)
         record.duration, record.width, record.height = round(media_info.duration, 3), media_info.width, media_info.height
