@@ -2,7 +2,7 @@
 
 Left to itself, Prefect starts this server at the first flow call, after importing its whole server
 API into the calling process (1.6 s and 80 MiB), and waits 3-4 s for it. `TemporaryServer` runs the
-same command (`uvicorn prefect.server.api.server:create_app`, ephemeral services, no UI) as soon as
+same server (Prefect's `create_app` under uvicorn, ephemeral services, no UI) as soon as
 the CLI has parsed its arguments, so the server comes up on the other core while Prefect and the
 steps are imported and the model loads; the flow then talks to it through `temporary_settings`, as `prefect_test_harness` does. A
 run against a standing server (a deployment, or PREFECT_API_URL set) is left alone.
@@ -63,9 +63,6 @@ class TemporaryServer:
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(self) -> None:
-        import importlib.util
-
-        prefect_dir = Path(importlib.util.find_spec("prefect").origin).parent  # without importing it
         self.port = free_port()
         # A server that lives for one run: no event feed to store for a UI and no automations to
         # trigger (flow and task runs are still recorded; 15 % of the server's CPU), unless asked for.
@@ -74,8 +71,8 @@ class TemporaryServer:
         env = {**unused_services, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_dir.parent), "--factory",
-             "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parent.parent), "--factory",
+             "modalink.prefect_server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "error", "--lifespan", "on"], env=env)
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -138,3 +135,34 @@ def send_pending_logs_and_events() -> None:
 
     for worker in (APILogWorker, EventsWorker):
         worker.drain_all(timeout=10)
+
+
+def create_app():
+    """Prefect's server app for `TemporaryServer`, with `QuickRetries`."""
+    from prefect.server.api.server import create_app as prefect_app
+
+    return QuickRetries(prefect_app())
+
+
+class QuickRetries:
+    """ASGI middleware: a 503 without Retry-After gets `Retry-After: 0.1`.
+
+    Prefect's server answers 503 when SQLite refuses a write because another one is committing
+    (once per run, as a video's flow run is created while its task runs are being recorded), and
+    Prefect's client honours Retry-After but otherwise waits 2 s, then 4 s."""
+
+    def __init__(self, app, seconds: str = "0.1"):
+        self.app, self.header = app, (b"retry-after", seconds.encode())
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_retry_after(message):
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"retry-after" for name, _ in headers):
+                    message = {**message, "headers": [*headers, self.header]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_retry_after)

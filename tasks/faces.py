@@ -2,8 +2,9 @@
 
 Frames are taken at `fps` (1 per second) from each segment's start; only the first `max_frames` (10)
 are analysed. A chunk of consecutive segments is handled by one decoder that walks through the
-video once (seeking over long stretches with nothing to analyse), converts only the frames asked
-for, downscaled by `scale` (x0.5) straight to RGB (the paper's BGR->RGB step happens in that
+video once (seeking over long stretches with nothing to analyse, and leaving the B-frames that no
+other frame refers to undecoded away from the times analysed), converts only the frames asked for,
+downscaled by `scale` (x0.5) straight to RGB (the paper's BGR->RGB step happens in that
 conversion), and hands them to MTCNN in batches while it decodes the next ones. Boxes are mapped
 back to pixels of the source video. A segment with no face is dropped by the flow.
 """
@@ -78,13 +79,12 @@ def decode_frames_at(path: str, times: Sequence[float], size: tuple[int, int],
         wanted_at = [origin + t - 1e-3 for t in times]  # a frame at or after this serves that time
         rate = float(stream.average_rate or stream.guessed_rate or 30)
         window = max(0.1, 3 / rate)  # the first frame after a time comes within this, unless there is a gap
-        skipped: list[float] = []  # times of the frames left undecoded in this pass
         decode_all_until = -1.0
         wanted = 0
         while wanted < len(times):
             target = wanted_at[wanted]
             container.seek(max(0, int((target + 1e-3) * 1_000_000)), backward=True)  # the keyframe at or before
-            skipped.clear()
+            skipped: list[float] = []  # times of the frames left undecoded since then
             for packet in container.demux(stream):
                 if skip_unused:
                     at = None if packet.pts is None else float(packet.pts * stream.time_base)
@@ -95,7 +95,7 @@ def decode_frames_at(path: str, times: Sequence[float], size: tuple[int, int],
                 for frame in packet.decode():
                     if frame.time is None or frame.time < target:
                         continue
-                    if any(target <= at < frame.time for at in skipped):  # a skipped frame may be the one
+                    if any(target <= t < frame.time for t in skipped):  # a skipped frame may be the one
                         decode_all_until = frame.time
                         break
                     rgb = None
@@ -107,7 +107,7 @@ def decode_frames_at(path: str, times: Sequence[float], size: tuple[int, int],
                     if wanted == len(times):
                         return
                     target = wanted_at[wanted]
-                    skipped = [at for at in skipped if at >= target]
+                    skipped = [t for t in skipped if t >= target]
                     if target - frame.time > SEEK_OVER_S:
                         break  # seek over the gap
                 else:

@@ -83,3 +83,28 @@ def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_p
         except psutil.Error:
             pass
     assert left == []
+
+
+@pytest.mark.parametrize("status, headers, retry_after", [
+    (503, [], b"0.1"),  # SQLite busy: retry soon, not after Prefect's default 2 s
+    (503, [(b"retry-after", b"5")], b"5"),  # the server's own answer is kept
+    (200, [], None),
+    (500, [], None),
+])
+def test_the_temporary_server_asks_for_quick_retries(status, headers, retry_after):
+    import asyncio
+
+    from modalink.prefect_server import QuickRetries
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(QuickRetries(app)({"type": "http"}, None, send))
+    got = dict(sent[0]["headers"]).get(b"retry-after")
+    assert sent[0]["status"] == status and got == retry_after and sent[1]["type"] == "http.response.body"
