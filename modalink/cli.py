@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -141,6 +142,12 @@ def run_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if not problems else EXIT_SOME_FAILED
 
 
+def interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM ends a run the way Ctrl-C does: the temporary server is stopped, and the same command
+    resumes the run."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     from modalink.prefect_server import TemporaryServer, offline_defaults
 
@@ -151,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     return_large_blocks()  # before the big libraries allocate
     args = build_parser().parse_args(argv)
+    previous_sigterm = signal.signal(signal.SIGTERM, interrupt)  # `kill` or a CI timeout: as Ctrl-C
     server = TemporaryServer.start_early() if args.command == "build" else None
     try:
         return run_build(args, server) if args.command == "build" else run_validate(args)
@@ -166,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server:
             server.stop()
+        signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,6 @@ def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_p
     """No PREFECT_API_URL: the CLI starts a temporary server while its models load, and stops it."""
     import os
 
-    import psutil
-
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     result = subprocess.run([sys.executable, "-m", "modalink.cli", "build", str(media / "av_grid_bbaf2n.mpg"),
@@ -74,15 +72,44 @@ def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_p
         task_states = {state for state, in db.execute("select state_type from task_run")}
     assert len(flow_runs) == 2 and set(flow_runs.values()) == {"COMPLETED"} and task_states == {"COMPLETED"}
     assert "telemetry" not in result.stderr and "View at" not in result.stderr  # offline, and no UI to link to
-    left = []
+    assert temporary_servers(env["PREFECT_HOME"]) == []
+
+
+def temporary_servers(prefect_home: str) -> list:
+    """The temporary Prefect server processes running with this PREFECT_HOME."""
+    import psutil
+
+    found = []
     for process in psutil.process_iter(["cmdline"]):
         try:
-            if "prefect.server.api.server:create_app" in " ".join(process.info["cmdline"] or []) \
-                    and process.environ().get("PREFECT_HOME") == env["PREFECT_HOME"]:
-                left.append(process.pid)
+            if "modalink.prefect_server:create_app" in " ".join(process.info["cmdline"] or []) \
+                    and process.environ().get("PREFECT_HOME") == prefect_home:
+                found.append(process)
         except psutil.Error:
             pass
-    assert left == []
+    return found
+
+
+def test_sigterm_stops_the_run_and_its_temporary_server(media, tmp_path):
+    """`kill` (or a CI timeout) ends a run like Ctrl-C: exit 130, the temporary server stopped."""
+    import os
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    run = subprocess.Popen([sys.executable, "-m", "modalink.cli", "build", str(media / "av_grid_bbaf2n.mpg"),
+                            "--out", str(tmp_path / "d"), "--asr", "whisper", "--asr-model", "tiny.en",
+                            "--language", "en-US"], stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 60
+    while not temporary_servers(env["PREFECT_HOME"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert temporary_servers(env["PREFECT_HOME"]), "no temporary server was started"
+    time.sleep(1.0)  # the run is under way
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130 and "interrupted; run the same command again to resume" in stderr
+    assert temporary_servers(env["PREFECT_HOME"]) == []
 
 
 @pytest.mark.parametrize("status, headers, retry_after", [
