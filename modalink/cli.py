@@ -120,7 +120,10 @@ def run_build(args: argparse.Namespace, server: TemporaryServer | None) -> int:
     from flows.build import build_dataset
 
     out = args.out if "://" in args.out else str(Path(args.out).expanduser())
-    with server.serving() if server and server.needed() else nullcontext():
+    if server and not server.needed():  # a Prefect profile names a server of its own
+        server.stop()
+        server = None
+    with server.serving() if server else nullcontext():
         summary = build_dataset(sources=list(args.sources), out=out, config=config.to_dict())
     print_summary(summary)
     return EXIT_SOME_FAILED if summary["videos"]["failed"] else EXIT_OK

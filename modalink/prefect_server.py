@@ -2,10 +2,11 @@
 
 Left to itself, Prefect starts this server at the first flow call, after importing its whole server
 API into the calling process (1.6 s and 80 MiB), and waits 3-4 s for it. `TemporaryServer` runs the
-same server (Prefect's `create_app` under uvicorn, ephemeral services, no UI) as soon as
-the CLI has parsed its arguments, so the server comes up on the other core while Prefect and the
-steps are imported and the model loads; the flow then talks to it through `temporary_settings`, as `prefect_test_harness` does. A
-run against a standing server (a deployment, or PREFECT_API_URL set) is left alone.
+same server (Prefect's `create_app` under uvicorn, ephemeral services, no UI) as soon as the CLI
+has parsed its arguments, so it comes up on the other core while Prefect and the steps are
+imported and the model loads; the flow then talks to it through `temporary_settings`, as
+`prefect_test_harness` does. A run against a standing server (a deployment, or PREFECT_API_URL
+set) is left alone.
 """
 from __future__ import annotations
 
@@ -148,7 +149,7 @@ class QuickRetries:
     """ASGI middleware: a 503 without Retry-After gets `Retry-After: 0.1`.
 
     Prefect's server answers 503 when SQLite refuses a write because another one is committing
-    (once per run, as a video's flow run is created while its task runs are being recorded), and
+    (once per video, as its flow run is created while the task runs before it are recorded), and
     Prefect's client honours Retry-After but otherwise waits 2 s, then 4 s."""
 
     def __init__(self, app, seconds: str = "0.1"):

@@ -103,8 +103,9 @@ class WhisperBackend(AsrBackend):
 
     def transcribe(self, wav_path: str) -> str:
         try:
-            segments, _ = self.load().transcribe(whisper_input(wav_path), language=self.language, beam_size=self.config.whisper_beam_size,
-                                                 vad_filter=False, condition_on_previous_text=False)
+            segments, _ = self.load().transcribe(whisper_input(wav_path), language=self.language,
+                                                 beam_size=self.config.whisper_beam_size, vad_filter=False,
+                                                 condition_on_previous_text=False)
             return " ".join(s.text.strip() for s in segments).strip()
         except ConfigError:
             raise
