@@ -131,8 +131,8 @@ def get_detector():
                 tf.config.threading.set_inter_op_parallelism_threads(TF_THREADS_PER_CALL)
             except RuntimeError:  # TensorFlow already ran something in this process: keep its threads
                 pass
-            use_opencv_pyramid()
-            use_float32_batches()
+            replace_in_mtcnn("mtcnn.stages.stage_pnet", "apply_scales", area_pyramid)
+            replace_in_mtcnn("mtcnn.mtcnn", "standarize_batch", float32_batch)
             _detector = MTCNN(device="CPU:0")
             compile_stage_networks(_detector)
             pad_refinement_batches(_detector)
@@ -222,27 +222,17 @@ def float32_batch(images_raw, normalize=True, justification="center"):
     return images, shapes, padding
 
 
-def use_opencv_pyramid() -> bool:
-    """Swap mtcnn 1.x's P-Net pyramid for `area_pyramid`; leaves another mtcnn version untouched."""
+def replace_in_mtcnn(module: str, name: str, replacement) -> bool:
+    """Set `name` in mtcnn 1.x's `module` to `replacement`; another mtcnn version is left untouched."""
+    import importlib
+
     try:
-        import mtcnn.stages.stage_pnet as stage_pnet
+        target = importlib.import_module(module)
     except ImportError:
         return False
-    if not hasattr(stage_pnet, "apply_scales"):
+    if not hasattr(target, name):
         return False
-    stage_pnet.apply_scales = area_pyramid
-    return True
-
-
-def use_float32_batches() -> bool:
-    """Swap mtcnn 1.x's batch normalisation for `float32_batch`; leaves another mtcnn version untouched."""
-    try:
-        import mtcnn.mtcnn as detector_module
-    except ImportError:
-        return False
-    if not hasattr(detector_module, "standarize_batch"):
-        return False
-    detector_module.standarize_batch = float32_batch
+    setattr(target, name, replacement)
     return True
 
 

@@ -58,13 +58,8 @@ def test_validate_checks_records_and_files(tmp_path):
 
 def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_path):
     """No PREFECT_API_URL: the CLI starts a temporary server while its models load, and stops it."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    result = subprocess.run([sys.executable, "-m", "modalink.cli", "build", str(media / "av_grid_bbaf2n.mpg"),
-                             "--out", str(tmp_path / "d"), "--asr", "whisper", "--asr-model", "tiny.en",
-                             "--language", "en-US"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    command, env = build_without_prefect_server(media, tmp_path)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "segments kept:   1" in result.stderr
     with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:  # the runs were recorded by that server
@@ -73,6 +68,16 @@ def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_p
     assert len(flow_runs) == 2 and set(flow_runs.values()) == {"COMPLETED"} and task_states == {"COMPLETED"}
     assert "telemetry" not in result.stderr and "View at" not in result.stderr  # offline, and no UI to link to
     assert temporary_servers(env["PREFECT_HOME"]) == []
+
+
+def build_without_prefect_server(media, tmp_path) -> tuple[list[str], dict[str, str]]:
+    """`modalink build` of one GRID clip, and an environment with no PREFECT_API_URL."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    return [sys.executable, "-m", "modalink.cli", "build", str(media / "av_grid_bbaf2n.mpg"), "--out", str(tmp_path / "d"),
+            "--asr", "whisper", "--asr-model", "tiny.en", "--language", "en-US"], env
 
 
 def temporary_servers(prefect_home: str) -> list:
@@ -92,15 +97,11 @@ def temporary_servers(prefect_home: str) -> list:
 
 def test_sigterm_stops_the_run_and_its_temporary_server(media, tmp_path):
     """`kill` (or a CI timeout) ends a run like Ctrl-C: exit 130, the temporary server stopped."""
-    import os
     import signal
     import time
 
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    run = subprocess.Popen([sys.executable, "-m", "modalink.cli", "build", str(media / "av_grid_bbaf2n.mpg"),
-                            "--out", str(tmp_path / "d"), "--asr", "whisper", "--asr-model", "tiny.en",
-                            "--language", "en-US"], stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    command, env = build_without_prefect_server(media, tmp_path)
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
     while not temporary_servers(env["PREFECT_HOME"]) and time.monotonic() < deadline:
         time.sleep(0.05)

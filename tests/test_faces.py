@@ -48,11 +48,16 @@ def test_no_face_in_the_green_screen_video(media):
     assert result.frames_analysed == 10 and result.active is None
 
 
-def test_the_opencv_pyramid_gives_the_same_faces_as_tensorflows(media):
+def found_faces(found: list[list[dict]]) -> list[list[tuple]]:
+    """(box, confidence) of each detection, frame by frame: what two runs of MTCNN are compared on."""
+    return [[(d["box"], d["confidence"]) for d in frame] for frame in found]
+
+
+def test_the_opencv_pyramid_gives_the_same_faces_as_tensorflows(media, monkeypatch):
     """The faster pyramid (tasks.faces.area_pyramid) must not change what MTCNN finds."""
     import mtcnn.stages.stage_pnet as stage_pnet
     from mtcnn.utils.images import apply_scales
-    from tasks.faces import area_pyramid, decode_frames_at, get_detector
+    from tasks.faces import decode_frames_at, get_detector
 
     detector = get_detector()
     assert stage_pnet.apply_scales is not apply_scales  # the swap is in place
@@ -60,11 +65,8 @@ def test_the_opencv_pyramid_gives_the_same_faces_as_tensorflows(media):
     frames += [rgb[:144, :180] for _, rgb in decode_frames_at(str(media / "noface_speech_autoeditor_example.mp4"),
                                                              [3.0], (640, 360))]
     fast = detector.detect_faces(frames)
-    stage_pnet.apply_scales = apply_scales
-    try:
-        reference = detector.detect_faces(frames)
-    finally:
-        stage_pnet.apply_scales = area_pyramid
+    monkeypatch.setattr(stage_pnet, "apply_scales", apply_scales)
+    reference = detector.detect_faces(frames)
     assert sum(len(f) for f in reference) >= 3
     for got, want in zip(fast, reference):
         assert len(got) == len(want)
@@ -73,7 +75,7 @@ def test_the_opencv_pyramid_gives_the_same_faces_as_tensorflows(media):
             assert abs(a["confidence"] - b["confidence"]) < 1e-3
 
 
-def test_padded_refinement_batches_give_the_same_faces(media):
+def test_padded_refinement_batches_give_the_same_faces(media, monkeypatch):
     """R-Net and O-Net on padded batches (tasks.faces.PaddedBatches) find exactly what they find unpadded."""
     from tasks.faces import PaddedBatches, decode_frames_at, get_detector
 
@@ -83,18 +85,13 @@ def test_padded_refinement_batches_give_the_same_faces(media):
     frames = [rgb for _, rgb in decode_frames_at(str(media / "av_grid_lwbsza.mpg"), [0.5, 1.5, 2.5], (180, 144))]
     padded = detector.detect_faces(frames)
     for stage in refinement:
-        stage._model = stage._model.model
-    try:
-        reference = detector.detect_faces(frames)
-    finally:
-        for stage in refinement:
-            stage._model = PaddedBatches(stage._model)
+        monkeypatch.setattr(stage, "_model", stage._model.model)
+    reference = detector.detect_faces(frames)
     assert sum(len(f) for f in reference) >= 3
-    assert [[(d["box"], d["confidence"]) for d in f] for f in padded] == \
-           [[(d["box"], d["confidence"]) for d in f] for f in reference]
+    assert found_faces(padded) == found_faces(reference)
 
 
-def test_compiled_networks_give_the_same_faces_as_eager_keras(media):
+def test_compiled_networks_give_the_same_faces_as_eager_keras(media, monkeypatch):
     """P-Net, R-Net and O-Net run as tf.function graphs (tasks.faces.compile_stage_networks) and find
     exactly what the eager Keras models find."""
     from tasks.faces import PaddedBatches, decode_frames_at, get_detector
@@ -104,22 +101,16 @@ def test_compiled_networks_give_the_same_faces_as_eager_keras(media):
         ("av_grid_swiz3n.mpg", [0.3, 1.3, 2.3], (180, 144)),
         ("face_nospeech_liveportrait_d18.mp4", [0.2, 1.2, 2.2], (256, 256))]]
 
-    def holders():  # (object holding a network, the attribute holding it) for each stage
-        return [(s._model, "model") if isinstance(s._model, PaddedBatches) else (s, "_model") for s in detector.stages]
-
-    compiled = [getattr(owner, name) for owner, name in holders()]
+    # (object holding a network, the attribute holding it) for each stage
+    holders = [(s._model, "model") if isinstance(s._model, PaddedBatches) else (s, "_model") for s in detector.stages]
+    compiled = [getattr(owner, name) for owner, name in holders]
     assert all(hasattr(fn, "python_function") for fn in compiled)
     graph_faces = [f for frames in batches for f in detector.detect_faces(frames)]
-    for (owner, name), fn in zip(holders(), compiled):
-        setattr(owner, name, fn.python_function)
-    try:
-        eager_faces = [f for frames in batches for f in detector.detect_faces(frames)]
-    finally:
-        for (owner, name), fn in zip(holders(), compiled):
-            setattr(owner, name, fn)
+    for (owner, name), fn in zip(holders, compiled):
+        monkeypatch.setattr(owner, name, fn.python_function)
+    eager_faces = [f for frames in batches for f in detector.detect_faces(frames)]
     assert sum(len(f) for f in eager_faces[:3]) >= 3 and sum(len(f) for f in eager_faces[3:]) >= 3
-    assert [[(d["box"], d["confidence"]) for d in f] for f in graph_faces] == \
-           [[(d["box"], d["confidence"]) for d in f] for f in eager_faces]
+    assert found_faces(graph_faces) == found_faces(eager_faces)
 
 
 def _h264_with_a_gap(media, out):
@@ -153,7 +144,7 @@ def test_skipping_unused_frames_returns_the_same_frames(media, tmp_path, name, t
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(full, skipping))
 
 
-def test_float32_batches_give_the_same_faces_as_float64(media):
+def test_float32_batches_give_the_same_faces_as_float64(media, monkeypatch):
     """mtcnn normalises a batch in float64; tasks.faces.float32_batch does it in float32, exactly."""
     import mtcnn.mtcnn as detector_module
     import numpy as np
@@ -166,10 +157,7 @@ def test_float32_batches_give_the_same_faces_as_float64(media):
     ours, reference = float32_batch(frames)[0], standarize_batch(frames)[0]
     assert ours.dtype == np.float32 and np.array_equal(ours, reference.astype(np.float32))
     fast = detector.detect_faces(frames)
-    detector_module.standarize_batch = standarize_batch
-    try:
-        slow = detector.detect_faces(frames)
-    finally:
-        detector_module.standarize_batch = float32_batch
+    monkeypatch.setattr(detector_module, "standarize_batch", standarize_batch)
+    slow = detector.detect_faces(frames)
     assert sum(len(f) for f in slow) >= 3
-    assert [[(d["box"], d["confidence"]) for d in f] for f in fast] == [[(d["box"], d["confidence"]) for d in f] for f in slow]
+    assert found_faces(fast) == found_faces(slow)
