@@ -29,12 +29,12 @@ from modalink.storage import StorageError, open_storage
 from modalink.records import DROP_NO_FACE, DROP_TOO_SHORT, FaceResult, Segment, SegmentRecord, Video, VideoRecord
 from tasks.acquire import SourceError, acquire_task, expand_sources_task, safe_id
 from tasks.audio import extract_audio_task
-from tasks.base import MediaError
+from tasks.base import MediaError, load_in_background
 from tasks.clips import write_segment_media_task
-from tasks.faces import chunked, detect_faces_task, load_detector_in_background
+from tasks.faces import chunked, detect_faces_task, get_detector
 from tasks.probe import probe_task
 from tasks.publish import ErrorLog, publish_records_task, write_summary_task
-from tasks.speakers import split_speakers_task
+from tasks.speakers import load_mfcc, split_speakers_task
 from tasks.transcribe import failed_transcript, get_backend, transcribe_task
 from tasks.vad import detect_speech_task
 
@@ -100,8 +100,8 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
                          channel=info.get("channel"), upload_date=info.get("upload_date"), url=info.get("url"),
                          license=info.get("license"))
 
-    if cfg.run.runner == "threads":  # faces are found in this process: MTCNN loads while the audio is prepared
-        load_detector_in_background()
+    if cfg.run.runner == "threads":  # the steps run in this process: their libraries load during extraction
+        load_in_background(load_mfcc, get_detector)
     try:
         media_info = probe_task(video)
         record.duration, record.width, record.height = round(media_info.duration, 3), media_info.width, media_info.height

@@ -74,6 +74,9 @@ class ClipConfig:
     crf: int = 23
     audio_codec: str = "aac"
     audio_bitrate: str = "128k"
+    # ffmpeg's AAC coder: "fast" takes 60 % less CPU than ffmpeg 6's default "twoloop" and, by its
+    # authors, sounds better at 128 kbit/s and above; "" leaves ffmpeg's default
+    aac_coder: str = "fast"
     jpeg_quality: int = 2  # ffmpeg -q:v, 2 (best) .. 31
 
 

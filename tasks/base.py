@@ -1,6 +1,9 @@
 """What every step's Prefect task shares: the cache policy, the retry rule, and the error of a bad source."""
 from __future__ import annotations
 
+import threading
+from typing import Callable
+
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 # Cached across runs: the same inputs (which carry each file's fingerprint and the step's own config
@@ -26,3 +29,19 @@ def retry_unless_permanent(task, task_run, state) -> bool:  # noqa: ARG001 - Pre
     except Exception:  # noqa: BLE001 - anything else may be transient
         return True
     return True
+
+
+def load_in_background(*loaders: Callable[[], object]) -> threading.Thread:
+    """Call `loaders` one after the other on a thread of its own: libraries and models that the first
+    segments would otherwise wait for load while the soundtrack is extracted. A loader that fails is
+    left alone; the step that needs it raises the error again where it is used."""
+    def load() -> None:
+        for loader in loaders:
+            try:
+                loader()
+            except Exception:  # noqa: BLE001 - raised again by the step that needs it
+                pass
+
+    thread = threading.Thread(target=load, name="modalink-preload", daemon=True)
+    thread.start()
+    return thread

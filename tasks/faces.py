@@ -153,19 +153,6 @@ def compile_stage_networks(detector) -> None:
             stage._model = tf.function(model, reduce_retracing=True)
 
 
-def load_detector_in_background() -> None:
-    """Load MTCNN (TensorFlow and the three networks, about 2 s) on a thread of its own, so that it is
-    ready when the first chunk of segments is; a failure is raised again by the first face task."""
-    def load() -> None:
-        try:
-            get_detector()
-        except Exception:  # noqa: BLE001 - get_detector raises it again where it is used
-            pass
-
-    if _detector is None:
-        threading.Thread(target=load, name="load-mtcnn", daemon=True).start()
-
-
 class PaddedBatches:
     """An MTCNN stage network called on batches padded with zeros to a power of two (at least 16).
 

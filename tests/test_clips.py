@@ -22,3 +22,16 @@ def test_the_frame_is_the_one_at_the_segment_midpoint(media, tmp_path, name, sta
     source = {times[k]: rgb for k, rgb in decode_frames_at(str(media / name), times, jpeg.shape[1::-1])}
     difference = {t: np.abs(rgb.astype(float) - jpeg).mean() for t, rgb in source.items()}
     assert min(difference, key=difference.get) == times[2], difference
+
+
+@pytest.mark.parametrize("aac_coder", ["fast", "twoloop", ""])
+def test_clip_streams_last_the_segment_with_each_aac_coder(media, tmp_path, aac_coder):
+    from modalink.ffmpeg_tools import ffprobe_json
+
+    start, end = 0.4, 2.6
+    config = ClipConfig(aac_coder=aac_coder)
+    write_clip_and_frame(str(media / "av_grid_bbaf2n.mpg"), start, end, tmp_path / "clip.mp4", tmp_path / "frame.jpg", config)
+    streams = {s["codec_type"]: s for s in ffprobe_json(str(tmp_path / "clip.mp4"))["streams"]}
+    assert (streams["video"]["codec_name"], streams["audio"]["codec_name"]) == ("h264", "aac")
+    for kind in ("video", "audio"):
+        assert abs(float(streams[kind]["duration"]) - (end - start)) < 0.05, (kind, streams[kind]["duration"])
