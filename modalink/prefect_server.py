@@ -60,6 +60,11 @@ class TemporaryServer:
         return not settings.api.url and settings.server.ephemeral.enabled
 
     @property
+    def log_path(self) -> Path:
+        """The server's own output: PREFECT_HOME/modalink-server.log."""
+        return Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser() / "modalink-server.log"
+
+    @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
@@ -71,19 +76,27 @@ class TemporaryServer:
                            "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"}
         env = {**unused_services, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parent.parent), "--factory",
-             "modalink.prefect_server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "error", "--lifespan", "on"], env=env)
+        # Its messages go to a log file, not to the run's console: stopping it while its task run
+        # recorder holds the last events of the run makes Prefect log a traceback at shutdown.
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parent.parent), "--factory",
+                 "modalink.prefect_server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "error", "--lifespan", "on"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout_s: float) -> bool:
         import httpx
 
         deadline = time.monotonic() + timeout_s
+        restarts = 0
         with httpx.Client() as client:
             while time.monotonic() < deadline:
                 exit_code = self.process.poll()
-                if exit_code == PORT_IN_USE:  # taken between free_port() and the bind
+                # uvicorn exits with 3 when the port was taken between free_port() and the bind, and
+                # also when the app fails to start: one new port, then it is given up
+                if exit_code == PORT_IN_USE and restarts < 1:
+                    restarts += 1
                     self.start()
                 elif exit_code is not None:
                     return False
@@ -115,6 +128,8 @@ class TemporaryServer:
 
         if not self.wait_ready(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()):
             self.stop()
+            print(f"modalink: the temporary Prefect server did not start (its output: {self.log_path}); "
+                  "Prefect starts one of its own", file=sys.stderr)
             yield
             return
         # No UI link in the log: this server serves no UI and is gone when the run ends. No flow run

@@ -136,3 +136,21 @@ def test_the_temporary_server_asks_for_quick_retries(status, headers, retry_afte
     asyncio.run(QuickRetries(app)({"type": "http"}, None, send))
     got = dict(sent[0]["headers"]).get(b"retry-after")
     assert sent[0]["status"] == status and got == retry_after and sent[1]["type"] == "http.response.body"
+
+
+def test_the_temporary_servers_output_goes_to_its_log_file(tmp_path, monkeypatch, capfd):
+    """A server that cannot start is given up, and what it said is in PREFECT_HOME/modalink-server.log,
+    not on the run's console."""
+    from modalink.prefect_server import TemporaryServer
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{tmp_path}/missing/dir/prefect.db")
+    server = TemporaryServer()
+    server.start()
+    try:
+        assert server.wait_ready(60) is False
+    finally:
+        server.stop()
+    assert server.log_path == tmp_path / "home" / "modalink-server.log"
+    assert "unable to open database file" in server.log_path.read_text()
+    assert "unable to open database file" not in capfd.readouterr().err
