@@ -122,10 +122,10 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
     record.segments_dropped[DROP_TOO_SHORT] = speech.too_short
     logger.info("%s: %d speech segments, %d pieces after speaker split", video.video_id, len(speech.spans), len(segments))
 
-    # Faces first, one task per chunk of segments; media and transcription only for the segments
-    # that keep a face, submitted as soon as their chunk is done.
+    # Faces first, one task per chunk of segments (it also writes the midpoint frames of the segments
+    # with a face); media and transcription only for those, submitted as soon as their chunk is done.
     chunks = chunked(segments, cfg.faces.chunk_segments)
-    face_futures = detect_faces_task.map(video, media_info, chunks, cfg.faces)
+    face_futures = detect_faces_task.map(video, media_info, chunks, cfg.faces, dataset_dir, cfg.clips.jpeg_quality)
     transcriber = transcribe_task.with_options(retries=cfg.asr.retries,
                                                retry_delay_seconds=_retry_delays(cfg.asr.retry_delay_s, cfg.asr.retries))
     kept: list[tuple[Segment, FaceResult, PrefectFuture, PrefectFuture]] = []

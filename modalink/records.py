@@ -74,6 +74,11 @@ class Segment:
     def duration(self) -> float:
         return self.end - self.start
 
+    @property
+    def midpoint(self) -> float:
+        """The time of the segment's representative frame (to the millisecond)."""
+        return round(self.start + self.duration / 2, 3)
+
 
 @dataclass(frozen=True)
 class FaceBox:
@@ -103,6 +108,15 @@ class SegmentMedia:
     video_clip: str
     audio_clip: str
     frame: str
+
+
+def media_paths(segment: Segment) -> SegmentMedia:
+    """Where a segment's files live, relative to the dataset root (the paper's file names)."""
+    return SegmentMedia(
+        video_clip=f"video_clips/{segment.video_id}/segment_{segment.name}.mp4",
+        audio_clip=f"audio_clips/{segment.video_id}/segment_{segment.name}.wav",
+        frame=f"video_frames/{segment.video_id}/frame_{segment.name}.jpg",
+    )
 
 
 @dataclass(frozen=True)

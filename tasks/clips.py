@@ -1,8 +1,9 @@
-"""Step 7, media of a kept segment: the MP4 clip, the 16 kHz WAV clip and the midpoint frame.
+"""Step 7, media of a kept segment: the MP4 clip and the 16 kHz WAV clip.
 
-One ffmpeg process writes both the clip (H.264 + AAC, re-encoded from an accurate seek, so it starts
-at the segment's time and not at the nearest keyframe) and the JPEG frame at the segment midpoint.
-The WAV clip is cut sample-exactly from the soundtrack extracted in step 3.
+The clip is H.264 + AAC, re-encoded by ffmpeg from an accurate seek, so it starts at the segment's
+time and not at the nearest keyframe. The WAV clip is cut sample-exactly from the soundtrack
+extracted in step 3. The JPEG frame at the segment midpoint comes from the face step's decoder;
+when that step's result came from a cache without the file, ffmpeg takes it here.
 """
 from __future__ import annotations
 
@@ -16,17 +17,8 @@ from modalink.timing import timed
 
 from modalink.config import AudioConfig, ClipConfig
 from modalink.ffmpeg_tools import ffmpeg
-from modalink.records import Segment, SegmentMedia, Video
+from modalink.records import Segment, SegmentMedia, Video, media_paths
 from tasks.base import STAGED_CACHE_POLICY, retry_unless_permanent
-
-
-def media_paths(segment: Segment) -> SegmentMedia:
-    """Where a segment's files live, relative to the dataset root (the paper's file names)."""
-    return SegmentMedia(
-        video_clip=f"video_clips/{segment.video_id}/segment_{segment.name}.mp4",
-        audio_clip=f"audio_clips/{segment.video_id}/segment_{segment.name}.wav",
-        frame=f"video_frames/{segment.video_id}/frame_{segment.name}.jpg",
-    )
 
 
 def cut_wav(wav_path: str, start: float, end: float, out_path: Path) -> None:
@@ -43,26 +35,25 @@ def cut_wav(wav_path: str, start: float, end: float, out_path: Path) -> None:
     os.replace(partial, out_path)
 
 
-def write_clip_and_frame(source: str, start: float, end: float, clip_path: Path, frame_path: Path,
-                         config: ClipConfig) -> None:
-    clip_partial = clip_path.with_name(clip_path.stem + ".partial.mp4")
-    frame_partial = frame_path.with_name(frame_path.stem + ".partial.jpg")
-    duration = end - start
-    # The frame comes from a second, accurate seek of its own: as a second output of the clip's
-    # decoder, ffmpeg converted every frame before the midpoint and the clip took 40 % more CPU.
-    # Both decoders run on one thread: clips are written concurrently, and frame threads cost 6 %
-    # more CPU for the same frames.
+def write_clip(source: str, start: float, end: float, clip_path: Path, config: ClipConfig) -> None:
+    partial = clip_path.with_name(clip_path.stem + ".partial.mp4")
+    # One decoding thread: clips are written concurrently, and frame threads cost 6 % more CPU.
     aac_coder = ["-aac_coder", config.aac_coder] if config.audio_codec == "aac" and config.aac_coder else []
     ffmpeg(
         "-threads", "1", "-ss", f"{start:.3f}", "-i", source,
-        "-threads", "1", "-ss", f"{start + duration / 2:.3f}", "-i", source,
-        "-map", "0:v:0", "-map", "0:a:0", "-t", f"{duration:.3f}", "-c:v", config.video_codec, "-preset", config.preset,
+        "-map", "0:v:0", "-map", "0:a:0", "-t", f"{end - start:.3f}", "-c:v", config.video_codec, "-preset", config.preset,
         "-crf", str(config.crf), "-pix_fmt", "yuv420p", "-c:a", config.audio_codec, *aac_coder, "-b:a", config.audio_bitrate,
-        "-movflags", "+faststart", str(clip_partial),
-        "-map", "1:v:0", "-frames:v", "1", "-q:v", str(config.jpeg_quality), str(frame_partial),
+        "-movflags", "+faststart", str(partial),
     )
-    os.replace(clip_partial, clip_path)
-    os.replace(frame_partial, frame_path)
+    os.replace(partial, clip_path)
+
+
+def write_frame(source: str, at: float, frame_path: Path, config: ClipConfig) -> None:
+    """The frame shown at `at` as a JPEG, from an accurate seek."""
+    partial = frame_path.with_name(frame_path.stem + ".partial.jpg")
+    ffmpeg("-threads", "1", "-ss", f"{at:.3f}", "-i", source, "-map", "0:v:0", "-frames:v", "1",
+           "-q:v", str(config.jpeg_quality), str(partial))
+    os.replace(partial, frame_path)
 
 
 def write_segment_media(video: Video, segment: Segment, wav_path: str, dataset_dir: str,
@@ -71,8 +62,10 @@ def write_segment_media(video: Video, segment: Segment, wav_path: str, dataset_d
     root = Path(dataset_dir)
     for relative in (media.video_clip, media.audio_clip, media.frame):
         (root / relative).parent.mkdir(parents=True, exist_ok=True)
-    write_clip_and_frame(video.path, segment.start, segment.end, root / media.video_clip, root / media.frame, config)
+    write_clip(video.path, segment.start, segment.end, root / media.video_clip, config)
     cut_wav(wav_path, segment.start, segment.end, root / media.audio_clip)
+    if not (root / media.frame).is_file():  # the face step writes it, unless its result came from a cache
+        write_frame(video.path, segment.midpoint, root / media.frame, config)
     return media
 
 
