@@ -90,6 +90,11 @@ def media_retries(cfg: Config) -> dict[str, Any]:
     return {"retries": cfg.run.retries, "retry_delay_seconds": _retry_delays(cfg.run.retry_delay_s, cfg.run.retries)}
 
 
+def preload_step_libraries() -> None:
+    """librosa's MFCC code, TensorFlow and MTCNN, loaded on a thread of their own (a no-op once loaded)."""
+    load_in_background(load_mfcc, get_detector)
+
+
 @flow(name="modalink-video", flow_run_name="video {video.video_id}", persist_result=True)
 def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> VideoOutcome:
     cfg = Config.from_dict(config)
@@ -101,7 +106,7 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
                          license=info.get("license"))
 
     if cfg.run.runner == "threads":  # the steps run in this process: their libraries load during extraction
-        load_in_background(load_mfcc, get_detector)
+        preload_step_libraries()
     try:
         media_info = probe_task(video)
         record.duration, record.width, record.height = round(media_info.duration, 3), media_info.width, media_info.height

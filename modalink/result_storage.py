@@ -65,6 +65,15 @@ def result_storage_for(storage: DatasetStorage) -> Path | S3ResultStorage:
     return storage.root.resolve() / CACHE_PREFIX
 
 
+def holds_no_cached_steps(out: str) -> bool:
+    """True for a local dataset with no cached step yet (a new one: every step will run). A remote
+    dataset may hold cached steps from another machine: False."""
+    if "://" in out:
+        return False
+    cache = Path(out).expanduser() / CACHE_PREFIX
+    return not cache.is_dir() or next(cache.iterdir(), None) is None
+
+
 class FinishedVideos:
     """The outcome of each video processed without an error, keyed by the video's content, the
     config (all but the `run` section, which changes how, not what) and the code of the steps. A

@@ -154,3 +154,18 @@ def test_the_temporary_servers_output_goes_to_its_log_file(tmp_path, monkeypatch
     assert server.log_path == tmp_path / "home" / "modalink-server.log"
     assert "unable to open database file" in server.log_path.read_text()
     assert "unable to open database file" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("layout, out, expected", [
+    ([], "new-dataset", True),  # nothing there yet
+    ([".modalink/cache/"], "d", True),  # the folder, but no cached step
+    ([".modalink/cache/5f3a"], "d", False),  # a re-run: TensorFlow may never be needed
+    ([], "s3://bucket/prefix", False),  # a remote dataset may hold another machine's cache
+])
+def test_models_preload_before_the_server_is_up_only_for_a_new_dataset(tmp_path, layout, out, expected):
+    from modalink.result_storage import holds_no_cached_steps
+
+    for entry in layout:
+        path = tmp_path / out / entry
+        path.mkdir(parents=True) if entry.endswith("/") else (path.parent.mkdir(parents=True), path.write_bytes(b"x"))
+    assert holds_no_cached_steps(out if "://" in out else str(tmp_path / out)) is expected
