@@ -65,12 +65,12 @@ def result_storage_for(storage: DatasetStorage) -> Path | S3ResultStorage:
     return storage.root.resolve() / CACHE_PREFIX
 
 
-def holds_no_cached_steps(out: str) -> bool:
+def holds_no_cached_steps(storage: DatasetStorage) -> bool:
     """True for a local dataset with no cached step yet (a new one: every step will run). A remote
     dataset may hold cached steps from another machine: False."""
-    if "://" in out:
+    if not isinstance(storage, LocalStorage):
         return False
-    cache = Path(out).expanduser() / CACHE_PREFIX
+    cache = storage.root / CACHE_PREFIX
     return not cache.is_dir() or next(cache.iterdir(), None) is None
 
 

@@ -75,11 +75,7 @@ class LocalStorage(DatasetStorage):
             shutil.copyfile(local, target)
 
     def put_text_atomically(self, key: str, text: str) -> None:
-        target = self.root / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, target)
+        write_atomically(self.root / key, text.encode("utf-8"))
 
     def read_text(self, key: str) -> str | None:
         path = self.root / key
@@ -185,6 +181,14 @@ class S3Storage(DatasetStorage):
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_client": None}  # a boto3 client does not travel to Dask workers
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """Written under a temporary name beside `target` and renamed: a reader never sees half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, target)
 
 
 def open_storage(out: str) -> DatasetStorage:

@@ -12,12 +12,11 @@ face, the frame at its midpoint, taken in the same pass, is written as its JPEG 
 from __future__ import annotations
 
 import bisect
-import os
 import queue
 import threading
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 from prefect import task
@@ -25,9 +24,11 @@ from prefect import task
 from modalink.config import FaceConfig
 from modalink.records import FaceBox, FaceResult, MediaInfo, Segment, Video, media_paths
 from modalink.memory import return_large_blocks
+from modalink.storage import write_atomically
 from modalink.timing import timed, usable_cores
 from tasks.base import STAGED_CACHE_POLICY, MediaError, retry_unless_permanent
 
+T = TypeVar("T")
 SEEK_OVER_S = 8.0  # re-seek instead of decoding through a gap longer than this (about two keyframe intervals)
 # TensorFlow threads per MTCNN call. Batches already run one per core (`_chunk_slots`), and MTCNN is
 # many small ops: one thread each measured 10-15 % less time and CPU than TensorFlow's default of
@@ -59,16 +60,18 @@ def just_after(at: float, times: Sequence[float], window: float) -> bool:
 
 def decode_frames_at(path: str, times: Sequence[float], size: tuple[int, int],
                      skip_unused: bool = True) -> Iterator[tuple[int, np.ndarray]]:
-    """`frames_at`, each frame as an RGB array of `size` (converted once when several times share it)."""
+    """`frames_at`, each frame as an RGB array of `size`."""
+    return as_rgb(frames_at(path, times, skip_unused), size)
+
+
+def as_rgb(frames: Iterable[tuple[T, "av.VideoFrame"]], size: tuple[int, int]) -> Iterator[tuple[T, np.ndarray]]:
+    """(key, frame) pairs with each frame as an RGB array of `size`, converted once when consecutive
+    keys share a frame."""
     shown, rgb = None, None
-    for wanted, frame in frames_at(path, times, skip_unused):
+    for key, frame in frames:
         if frame is not shown:
-            shown, rgb = frame, to_rgb(frame, size)
-        yield wanted, rgb
-
-
-def to_rgb(frame, size: tuple[int, int]) -> np.ndarray:
-    return frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+            shown, rgb = frame, frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+        yield key, rgb
 
 
 def frames_at(path: str, times: Sequence[float], skip_unused: bool = True) -> Iterator[tuple[int, "av.VideoFrame"]]:
@@ -312,34 +315,36 @@ def detect_faces_in_segments(video: Video, media: MediaInfo, segments: Sequence[
     scale_x, scale_y = media.width / size[0], media.height / size[1]
     found: list[list[FaceBox]] = [[] for _ in segments]
     analysed = [0] * len(segments)
-    jpegs: dict[int, bytes] = {}  # filled by the decoding thread; read once it has finished
+    # Encoded as soon as decoded, also for segments that turn out to have no face (about 10 ms each):
+    # a few JPEGs wait for MTCNN instead of full frames, whatever the resolution. Filled by the
+    # decoding thread; read once it has finished.
+    jpegs: dict[int, bytes] = {}
 
-    def frames_for_mtcnn() -> Iterator[tuple[float, int, np.ndarray]]:
-        shown, rgb = None, None
+    def frames_for_mtcnn() -> Iterator[tuple[tuple[float, int], "av.VideoFrame"]]:
         for wanted, frame in frames_at(video.path, [t for t, _, _ in requests]):
             t, k, is_midpoint = requests[wanted]
             if is_midpoint:
                 jpegs[k] = encode_jpeg(frame, jpeg_quality)
-                continue
-            if frame is not shown:
-                shown, rgb = frame, to_rgb(frame, size)
-            yield t, k, rgb
+            else:
+                yield (t, k), frame
 
     with _chunk_slots:
-        for batch in batches_in_background(frames_for_mtcnn(), config.batch_size):
-            detections = detect_in_frames([rgb for _, _, rgb in batch], config)
-            for (t, k, _), in_frame in zip(batch, detections):
+        for batch in batches_in_background(as_rgb(frames_for_mtcnn(), size), config.batch_size):
+            detections = detect_in_frames([rgb for _, rgb in batch], config)
+            for ((t, k), _), in_frame in zip(batch, detections):
                 analysed[k] += 1
                 for detection in in_frame:
                     box = to_source_box(detection, t, scale_x, scale_y, size)
                     if detection["confidence"] >= config.min_confidence and box.w > 0 and box.h > 0:
                         found[k].append(box)
     results = [pick_active_face(boxes, n) for boxes, n in zip(found, analysed)]
-    for k, (segment, result) in enumerate(zip(segments, results)):
-        if dataset_dir is not None and result.active is not None:
+    if dataset_dir is not None:
+        for k, (segment, result) in enumerate(zip(segments, results)):
+            if result.active is None:
+                continue
             frame_path = Path(dataset_dir) / media_paths(segment).frame
             if k in jpegs:
-                write_file(frame_path, jpegs[k])
+                write_atomically(frame_path, jpegs[k])
             else:  # the video ended before the midpoint: the media step says so
                 frame_path.unlink(missing_ok=True)
     return results
@@ -356,14 +361,6 @@ def encode_jpeg(frame, quality: int) -> bytes:
     encoder.options = {"qmin": str(quality), "qmax": str(quality)}
     packets = encoder.encode(frame.reformat(format="yuvj420p")) + encoder.encode(None)
     return b"".join(bytes(packet) for packet in packets)
-
-
-def write_file(path: Path, data: bytes) -> None:
-    """Written under a temporary name and renamed: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def detect_faces(video: Video, media: MediaInfo, segment: Segment, config: FaceConfig) -> FaceResult:

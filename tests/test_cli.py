@@ -164,8 +164,9 @@ def test_the_temporary_servers_output_goes_to_its_log_file(tmp_path, monkeypatch
 ])
 def test_models_preload_before_the_server_is_up_only_for_a_new_dataset(tmp_path, layout, out, expected):
     from modalink.result_storage import holds_no_cached_steps
+    from modalink.storage import open_storage
 
     for entry in layout:
         path = tmp_path / out / entry
         path.mkdir(parents=True) if entry.endswith("/") else (path.parent.mkdir(parents=True), path.write_bytes(b"x"))
-    assert holds_no_cached_steps(out if "://" in out else str(tmp_path / out)) is expected
+    assert holds_no_cached_steps(open_storage(out if "://" in out else str(tmp_path / out))) is expected
