@@ -77,13 +77,17 @@ class TemporaryServer:
         env = {**unused_services, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1"}
         # Its messages go to a log file, not to the run's console: stopping it while its task run
-        # recorder holds the last events of the run makes Prefect log a traceback at shutdown.
+        # recorder holds the last events of the run makes Prefect log a traceback at shutdown. It runs
+        # in a session of its own, so that Ctrl-C in the terminal reaches only this process, which
+        # unwinds the run while the server still answers and then stops it (with the terminal's
+        # SIGINT the server died at once, and every task thread waited minutes on API retries).
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parent.parent), "--factory",
                  "modalink.prefect_server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--log-level", "error", "--lifespan", "on"], env=env, stdout=log, stderr=subprocess.STDOUT)
+                 "--log-level", "error", "--lifespan", "on"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
 
     def wait_ready(self, timeout_s: float) -> bool:
         import httpx

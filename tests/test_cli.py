@@ -95,22 +95,44 @@ def temporary_servers(prefect_home: str) -> list:
     return found
 
 
-def test_sigterm_stops_the_run_and_its_temporary_server(media, tmp_path):
-    """`kill` (or a CI timeout) ends a run like Ctrl-C: exit 130, the temporary server stopped."""
+@pytest.mark.parametrize("signal_name, to_process_group", [
+    ("SIGTERM", False),  # `kill`
+    ("SIGTERM", True),  # `timeout`: the run, its temporary server and its ffmpeg children all get it
+    ("SIGINT", True),  # Ctrl-C in a terminal: the same
+])
+def test_a_signal_during_the_run_ends_it_and_its_temporary_server(signal_name, to_process_group, media, tmp_path):
+    """Exit 130 within seconds, the flow runs recorded as crashed, the temporary server stopped. A
+    signal to the whole process group must not stop the server before the run has unwound: on a long
+    video the task threads then waited minutes on API retries, and the runs stayed "running"."""
+    import os
     import signal
-    import time
+    import threading
 
     command, env = build_without_prefect_server(media, tmp_path)
-    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 60
-    while not temporary_servers(env["PREFECT_HOME"]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert temporary_servers(env["PREFECT_HOME"]), "no temporary server was started"
-    time.sleep(1.0)  # the run is under way
-    run.send_signal(signal.SIGTERM)
-    _, stderr = run.communicate(timeout=60)
-    assert run.returncode == 130 and "interrupted; run the same command again to resume" in stderr
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, start_new_session=True)
+    lines: list[str] = []
+    faces_submitted = threading.Event()
+
+    def read_stderr() -> None:
+        for line in run.stderr:
+            lines.append(line)
+            if "pieces after speaker split" in line:  # the face step's task threads start now
+                faces_submitted.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    assert faces_submitted.wait(timeout=120), "".join(lines)[-2000:]
+    sig = getattr(signal, signal_name)
+    os.killpg(run.pid, sig) if to_process_group else run.send_signal(sig)
+    run.wait(timeout=30)
+    reader.join(timeout=10)
+    stderr = "".join(lines)
+    assert run.returncode == 130 and "interrupted; run the same command again to resume" in stderr, stderr[-2000:]
+    assert "segments kept" not in stderr
     assert temporary_servers(env["PREFECT_HOME"]) == []
+    with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
+        flow_run_states = [state for state, in db.execute("select state_type from flow_run")]
+    assert flow_run_states and set(flow_run_states) == {"CRASHED"}
 
 
 @pytest.mark.parametrize("status, headers, retry_after", [
