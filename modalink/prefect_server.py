@@ -11,9 +11,11 @@ set) is left alone.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,12 +77,13 @@ class TemporaryServer:
         unused_services = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
                            "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"}
         env = {**unused_services, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT__SERVER_FINAL": "1"}
+               "PREFECT__SERVER_FINAL": "1", "MODALINK_RUN_PID": str(os.getpid())}
         # Its messages go to a log file, not to the run's console: stopping it while its task run
         # recorder holds the last events of the run makes Prefect log a traceback at shutdown. It runs
         # in a session of its own, so that Ctrl-C in the terminal reaches only this process, which
         # unwinds the run while the server still answers and then stops it (with the terminal's
-        # SIGINT the server died at once, and every task thread waited minutes on API retries).
+        # SIGINT the server died at once, and every task thread waited minutes on API retries). If
+        # this process dies without stopping it (SIGKILL), the server ends itself (`exit_with_run`).
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -158,10 +161,19 @@ def send_pending_logs_and_events() -> None:
 
 
 def create_app():
-    """Prefect's server app for `TemporaryServer`, with `QuickRetries`."""
+    """Prefect's server app for `TemporaryServer`, with `QuickRetries`, ending with the run's process."""
     from prefect.server.api.server import create_app as prefect_app
 
+    if os.environ.get("MODALINK_RUN_PID"):
+        threading.Thread(target=exit_with_run, args=(int(os.environ["MODALINK_RUN_PID"]),), daemon=True).start()
     return QuickRetries(prefect_app())
+
+
+def exit_with_run(run_pid: int, every_s: float = 0.5) -> None:
+    """In the server: once the run's process is gone (the server has a new parent), stop as on SIGTERM."""
+    while os.getppid() == run_pid:
+        time.sleep(every_s)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class QuickRetries:

@@ -135,6 +135,27 @@ def test_a_signal_during_the_run_ends_it_and_its_temporary_server(signal_name, t
     assert flow_run_states and set(flow_run_states) == {"CRASHED"}
 
 
+def test_a_killed_run_leaves_no_temporary_server(media, tmp_path):
+    """SIGKILL gives the run no chance to stop its server (which has a session of its own): the server
+    notices that its run is gone and stops itself."""
+    import signal
+    import time
+
+    command, env = build_without_prefect_server(media, tmp_path)
+    run = subprocess.Popen(command, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 60
+    while not temporary_servers(env["PREFECT_HOME"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    servers = temporary_servers(env["PREFECT_HOME"])
+    assert servers, "no temporary server was started"
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    import psutil
+
+    _, alive = psutil.wait_procs(servers, timeout=15)
+    assert alive == []
+
+
 @pytest.mark.parametrize("status, headers, retry_after", [
     (503, [], b"0.1"),  # SQLite busy: retry soon, not after Prefect's default 2 s
     (503, [(b"retry-after", b"5")], b"5"),  # the server's own answer is kept
