@@ -25,15 +25,17 @@ from modalink import timing
 from modalink.config import Config
 from modalink.memory import return_large_blocks
 from modalink.result_storage import FinishedVideos, result_storage_for
-from modalink.storage import StorageError, open_storage
-from modalink.records import DROP_NO_FACE, DROP_TOO_SHORT, FaceResult, Segment, SegmentRecord, Video, VideoRecord
-from tasks.acquire import SourceError, acquire_task, expand_sources_task, safe_id
+from modalink.storage import LocalStorage, StorageError, open_storage
+from modalink.records import (DROP_NO_FACE, DROP_TOO_SHORT, FaceResult, Segment, SegmentRecord, Video, VideoRecord,
+                              parse_jsonl, to_json_line)
+from tasks.acquire import (SourceError, acquire_task, expand_sources, expand_sources_task, is_url, local_video,
+                           safe_id)
 from tasks.audio import extract_audio_task
 from tasks.base import MediaError, load_in_background
 from tasks.clips import write_segment_media_task
 from tasks.faces import chunked, detect_faces_task, get_detector
 from tasks.probe import probe_task
-from tasks.publish import ErrorLog, publish_records_task, write_summary_task
+from tasks.publish import MANIFEST, VIDEOS, ErrorLog, publish_records_task, write_summary, write_summary_task
 from tasks.speakers import load_mfcc, split_speakers_task
 from tasks.transcribe import failed_transcript, get_backend, transcribe_task
 from tasks.vad import detect_speech_task
@@ -190,6 +192,43 @@ def run_video(video_flow, acquired: PrefectFuture, dataset: Path, cfg: Config, f
 
 def failed_video(video_id: str, source: str, error: BaseException) -> VideoRecord:
     return VideoRecord(video_id=video_id, source=source, status="failed", error=str(error) or type(error).__name__)
+
+
+def finished_run(sources: list[str], out: str, config: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The summary of a run with nothing left to do, or None when there is work (or when that cannot
+    be known without Prefect). Nothing is left when every source is a local file that an earlier run
+    processed to the end, without an error, with this config and this code, and when the published
+    records of those videos are exactly that run's. The CLI then prints this summary instead of
+    starting its temporary Prefect server for a flow that would only read its caches; a run against a
+    standing server (a deployment) always runs the flow."""
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    cfg = Config.load(overrides=config)
+    storage = open_storage(out)
+    if not isinstance(storage, LocalStorage) or any(is_url(source) for source in sources):
+        return None
+    try:
+        videos = [local_video(Path(single).expanduser(), single) for single in expand_sources(sources, cfg.acquire)]
+    except (SourceError, OSError):
+        return None
+    finished = FinishedVideos(result_storage_for(storage), storage)
+    settings = cfg.to_dict()
+    outcomes = [finished.get(finished.key(video.fingerprint, video.video_id, settings)) for video in videos]
+    if not videos or any(found is None for found in outcomes):
+        return None
+    segments = [segment for found in outcomes for segment in found.segments]
+    records = [found.video for found in outcomes]
+    manifest = parse_jsonl(storage.read_text(MANIFEST))
+    processed = {record.video_id for record in records}
+    published_segments = [line for line in manifest if line.get("video_id") in processed]
+    published_videos = [line for line in parse_jsonl(storage.read_text(VIDEOS)) if line.get("video_id") in processed]
+    if (sorted(map(to_json_line, published_segments)) != sorted(map(to_json_line, segments))
+            or sorted(map(to_json_line, published_videos)) != sorted(map(to_json_line, records))):
+        return None  # not published, or published differently: the flow publishes again
+    summary = run_summary(cfg, sources, records, segments, started, time.perf_counter() - clock, len(manifest),
+                          0, storage.url, finished.reused)
+    summary["up_to_date"] = True  # no flow ran
+    write_summary(storage, summary)
+    return summary
 
 
 @flow(name="modalink", persist_result=False)

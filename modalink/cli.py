@@ -102,6 +102,9 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"  errors:          {summary['errors']}" + (" (see errors.log)" if summary["errors"] else ""),
         f"  wall time:       {summary['wall_s']:.1f} s",
     ]
+    if summary.get("up_to_date"):
+        lines.append("  up to date:      every video was processed and published by an earlier run with this "
+                     "config; no Prefect flow was needed")
     print("\n".join(lines), file=sys.stderr)
 
 
@@ -114,6 +117,16 @@ def run_build(args: argparse.Namespace, server: TemporaryServer | None) -> int:
     config = Config.load(args.config, overrides_from(args))
     check_writable(args.out)
     quiet_logging(args.verbose)
+    out = args.out if "://" in args.out else str(Path(args.out).expanduser())
+    if server and not server.needed():  # a Prefect profile names a server of its own
+        server.stop()
+        server = None
+    if server:  # a flow would only read caches: say so without starting a server for it (3-4 s)
+        from flows.build import finished_run
+
+        if (summary := finished_run(list(args.sources), out, config.to_dict())) is not None:
+            print_summary(summary)
+            return EXIT_OK
     from tasks.transcribe import get_backend
 
     get_backend(config.asr).prepare()  # a model that cannot load fails here, in one line
@@ -121,15 +134,11 @@ def run_build(args: argparse.Namespace, server: TemporaryServer | None) -> int:
     from modalink.result_storage import holds_no_cached_steps
     from modalink.storage import open_storage
 
-    out = args.out if "://" in args.out else str(Path(args.out).expanduser())
     if config.run.runner == "threads" and server and holds_no_cached_steps(open_storage(out)):
         # A new dataset: every step will run, so TensorFlow and MTCNN load now, on the core that the
         # starting server leaves idle (10-minute input: 39.1-40.4 s against 41.2-43.8 s). Not on a
         # re-run: one that is all cached would wait for that import to finish before it exits.
         preload_step_libraries()
-    if server and not server.needed():  # a Prefect profile names a server of its own
-        server.stop()
-        server = None
     with server.serving() if server else nullcontext():
         summary = build_dataset(sources=list(args.sources), out=out, config=config.to_dict())
     print_summary(summary)

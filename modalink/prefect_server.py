@@ -161,12 +161,23 @@ def send_pending_logs_and_events() -> None:
 
 
 def create_app():
-    """Prefect's server app for `TemporaryServer`, with `QuickRetries`, ending with the run's process."""
-    from prefect.server.api.server import create_app as prefect_app
+    """Prefect's server app for `TemporaryServer`, with `QuickRetries`, ending with the run's process.
 
+    Until the app exists (2-3 s of imports), SIGTERM ends the server at once: it has no database open
+    and nothing to shut down yet. Under uvicorn's own handler it would wait until start-up is done, and
+    so would a run that finds it has nothing to do and stops its server right away."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    uvicorn_handler = signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0)) if in_main_thread else None
+    try:
+        from prefect.server.api.server import create_app as prefect_app
+
+        app = QuickRetries(prefect_app())
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, uvicorn_handler)
     if os.environ.get("MODALINK_RUN_PID"):
         threading.Thread(target=exit_with_run, args=(int(os.environ["MODALINK_RUN_PID"]),), daemon=True).start()
-    return QuickRetries(prefect_app())
+    return app
 
 
 def exit_with_run(run_pid: int, every_s: float = 0.5) -> None:

@@ -57,7 +57,8 @@ def test_validate_checks_records_and_files(tmp_path):
 
 
 def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_path):
-    """No PREFECT_API_URL: the CLI starts a temporary server while its models load, and stops it."""
+    """No PREFECT_API_URL: the CLI starts a temporary server while its models load, and stops it; a
+    re-run with nothing to do stops it at once."""
     command, env = build_without_prefect_server(media, tmp_path)
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -67,6 +68,13 @@ def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_p
         task_states = {state for state, in db.execute("select state_type from task_run")}
     assert len(flow_runs) == 2 and set(flow_runs.values()) == {"COMPLETED"} and task_states == {"COMPLETED"}
     assert "telemetry" not in result.stderr and "View at" not in result.stderr  # offline, and no UI to link to
+    assert temporary_servers(env["PREFECT_HOME"]) == []
+
+    # The same command again has nothing to do: it says so, and its server is stopped unused.
+    again = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert again.returncode == 0 and "segments kept:   1" in again.stderr and "up to date:" in again.stderr
+    with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
+        assert db.execute("select count(*) from flow_run").fetchone() == (2,)
     assert temporary_servers(env["PREFECT_HOME"]) == []
 
 

@@ -1,0 +1,61 @@
+"""`finished_run`: a run with nothing left to do is recognised without a flow, and anything that
+leaves work (or doubt) sends the run through the flow. Each case is a row."""
+import json
+import shutil
+
+import pytest
+
+from flows.build import build_dataset, finished_run
+
+WHISPER = {"asr": {"backend": "whisper", "language": "en-US", "model": "tiny.en"}}
+CLIP, OTHER_CLIP, NO_AUDIO = "av_grid_bbaf2n.mpg", "av_grid_lwbsza.mpg", "face_noaudiostream_liveportrait_d0.mp4"
+
+
+@pytest.fixture(scope="module")
+def built(prefect_server, media, tmp_path_factory):
+    """A dataset of one GRID clip, and one that also holds a video that failed (no audio stream)."""
+    root = tmp_path_factory.mktemp("up-to-date")
+    build_dataset([str(media / CLIP)], str(root / "one"), WHISPER)
+    build_dataset([str(media / CLIP), str(media / NO_AUDIO)], str(root / "with-failure"), WHISPER)
+    return root
+
+
+def edit_first_record(dataset):
+    manifest = dataset / "manifest.jsonl"
+    record = json.loads(manifest.read_text().splitlines()[0])
+    manifest.write_text(json.dumps({**record, "transcript": "edited"}) + "\n")
+
+
+def delete_clip(dataset):
+    next((dataset / "video_clips").glob("*/*.mp4")).unlink()
+
+
+CASES = [  # (case, dataset, sources, config changes, change to the dataset, nothing left to do)
+    ("the same run again", "one", [CLIP], {}, None, True),
+    ("only the run section differs", "one", [CLIP], {"run": {"workers": 1}}, None, True),
+    ("another method parameter", "one", [CLIP], {"faces": {"fps": 2.0}}, None, False),
+    ("another source too", "one", [CLIP, OTHER_CLIP], {}, None, False),
+    ("a URL among the sources", "one", [CLIP, "http://127.0.0.1:9/video.mp4"], {}, None, False),
+    ("manifest deleted", "one", [CLIP], {}, lambda d: (d / "manifest.jsonl").unlink(), False),
+    ("a published record edited", "one", [CLIP], {}, edit_first_record, False),
+    ("a clip deleted", "one", [CLIP], {}, delete_clip, False),
+    ("a video that failed is tried again", "with-failure", [CLIP, NO_AUDIO], {}, None, False),
+]
+
+
+@pytest.mark.parametrize("case, name, sources, changes, change_dataset, nothing_to_do", CASES, ids=[c[0] for c in CASES])
+def test_finished_run(case, name, sources, changes, change_dataset, nothing_to_do, built, media, tmp_path):
+    dataset = tmp_path / name
+    shutil.copytree(built / name, dataset)
+    if change_dataset:
+        change_dataset(dataset)
+    manifest_before = (dataset / "manifest.jsonl").read_text() if (dataset / "manifest.jsonl").exists() else None
+    config = {**WHISPER, **changes}
+    summary = finished_run([s if "://" in s else str(media / s) for s in sources], str(dataset), config)
+    assert (summary is not None) == nothing_to_do
+    if nothing_to_do:
+        published = json.loads((dataset / "run_summary.json").read_text())
+        assert summary["up_to_date"] and published["up_to_date"]
+        assert summary["videos"] == {"total": 1, "ok": 1, "failed": 0, "reused": 1}
+        assert summary["segments"]["kept"] == summary["segments"]["manifest_total"] == 1
+        assert (dataset / "manifest.jsonl").read_text() == manifest_before
