@@ -217,10 +217,13 @@ def finished_run(sources: list[str], out: str, config: dict[str, Any] | None = N
         return None
     segments = [segment for found in outcomes for segment in found.segments]
     records = [found.video for found in outcomes]
-    manifest = parse_jsonl(storage.read_text(MANIFEST))
+    try:
+        manifest, published_videos = parse_jsonl(storage.read_text(MANIFEST)), parse_jsonl(storage.read_text(VIDEOS))
+    except (ValueError, OSError):  # unreadable records: the flow writes them again
+        return None
     processed = {record.video_id for record in records}
     published_segments = [line for line in manifest if line.get("video_id") in processed]
-    published_videos = [line for line in parse_jsonl(storage.read_text(VIDEOS)) if line.get("video_id") in processed]
+    published_videos = [line for line in published_videos if line.get("video_id") in processed]
     if (sorted(map(to_json_line, published_segments)) != sorted(map(to_json_line, segments))
             or sorted(map(to_json_line, published_videos)) != sorted(map(to_json_line, records))):
         return None  # not published, or published differently: the flow publishes again

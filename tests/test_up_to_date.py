@@ -38,6 +38,7 @@ CASES = [  # (case, dataset, sources, config changes, change to the dataset, not
     ("a URL among the sources", "one", [CLIP, "http://127.0.0.1:9/video.mp4"], {}, None, False),
     ("manifest deleted", "one", [CLIP], {}, lambda d: (d / "manifest.jsonl").unlink(), False),
     ("a published record edited", "one", [CLIP], {}, edit_first_record, False),
+    ("videos.jsonl unreadable", "one", [CLIP], {}, lambda d: (d / "videos.jsonl").write_text("{not json\n"), False),
     ("a clip deleted", "one", [CLIP], {}, delete_clip, False),
     ("a video that failed is tried again", "with-failure", [CLIP, NO_AUDIO], {}, None, False),
 ]
