@@ -13,6 +13,10 @@ class FFmpegError(RuntimeError):
     """ffmpeg or ffprobe exited with an error; the message ends with the tail of its stderr."""
 
 
+class FFmpegKilled(FFmpegError):
+    """ffmpeg was killed by a signal (the OOM killer, `kill`): says nothing about the input."""
+
+
 @lru_cache(maxsize=None)
 def find_binary(name: str) -> str:
     """MODALINK_FFMPEG / MODALINK_FFPROBE, then the virtual environment's bin, then PATH.
@@ -61,6 +65,8 @@ def _run(command: list[str], input_bytes: bytes | None, capture: bool) -> bytes:
         stderr=subprocess.PIPE,
         check=False,
     )
+    if proc.returncode < 0:
+        raise FFmpegKilled(f"{Path(command[0]).name} was killed by signal {-proc.returncode}")
     if proc.returncode != 0:
         raise FFmpegError(f"{Path(command[0]).name} failed (exit {proc.returncode}): {_tail(proc.stderr)}")
     return proc.stdout or b""

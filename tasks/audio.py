@@ -17,7 +17,7 @@ from prefect import task
 from modalink.timing import timed
 
 from modalink.config import AudioConfig
-from modalink.ffmpeg_tools import FFmpegError, ffmpeg
+from modalink.ffmpeg_tools import FFmpegError, FFmpegKilled, ffmpeg
 from modalink.records import Video
 from tasks.base import CACHE_POLICY, MediaError, retry_unless_permanent
 
@@ -40,6 +40,8 @@ def extract_audio(source: str, out_path: str, config: AudioConfig) -> ExtractedA
     fallback = False
     try:
         ffmpeg("-xerror", "-i", source, *common, str(partial))
+    except FFmpegKilled:
+        raise  # not damaged audio: the task's retries run the strict pass again
     except FFmpegError as strict_error:
         if not config.fallback:
             raise MediaError(f"audio does not decode: {strict_error}") from None

@@ -55,3 +55,23 @@ def test_damaged_audio_uses_the_tolerant_fallback(media, tmp_path):
 def test_without_the_fallback_damaged_audio_is_a_clear_error(media, tmp_path):
     with pytest.raises(MediaError, match="audio does not decode"):
         extract_audio(str(damaged_copy(media, tmp_path)), str(tmp_path / "a.wav"), AudioConfig(fallback=False))
+
+
+@pytest.mark.parametrize("fake_ffmpeg, error, calls", [
+    ("kill -9 $$", "killed by signal 9", 1),  # the OOM killer: no verdict on the audio, the task retries
+    ("exit 1", "audio does not decode, even error-tolerantly", 2),  # a real decoding failure: fallback tried
+])
+def test_a_killed_ffmpeg_is_not_taken_for_damaged_audio(fake_ffmpeg, error, calls, media, tmp_path, monkeypatch):
+    from modalink.ffmpeg_tools import find_binary
+
+    fake = tmp_path / "ffmpeg"
+    fake.write_text(f"#!/bin/sh\necho x >> {tmp_path}/calls\n{fake_ffmpeg}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("MODALINK_FFMPEG", str(fake))
+    find_binary.cache_clear()
+    try:
+        with pytest.raises(Exception, match=error):
+            extract_audio(str(media / "av_grid_bbaf2n.mpg"), str(tmp_path / "a.wav"), AudioConfig())
+    finally:
+        find_binary.cache_clear()
+    assert len((tmp_path / "calls").read_text().split()) == calls
