@@ -149,6 +149,8 @@ def test_a_killed_run_leaves_no_temporary_server(media, tmp_path):
     import signal
     import time
 
+    import psutil
+
     command, env = build_without_prefect_server(media, tmp_path)
     run = subprocess.Popen(command, stderr=subprocess.DEVNULL, cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
@@ -158,8 +160,6 @@ def test_a_killed_run_leaves_no_temporary_server(media, tmp_path):
     assert servers, "no temporary server was started"
     run.send_signal(signal.SIGKILL)
     run.wait()
-    import psutil
-
     _, alive = psutil.wait_procs(servers, timeout=15)
     assert alive == []
 
