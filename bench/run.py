@@ -1,6 +1,6 @@
 """Run MODALINK, the paper-faithful pipeline and the ffmpeg floor on the same files, in alternation.
 
-For each input length and each round (A B C A B C ...): wall time, CPU time and peak resident memory
+For each input length and each round (A B C, then C B A, then A B C ...): wall time, CPU time and peak resident memory
 of the whole process tree (sampled every 0.1 s), segments kept, and MODALINK's seconds per stage
 from its run summary. After the rounds, MODALINK runs once more on the dataset of its first round:
 the fully cached re-run (found up to date, no flow); then once more with that dataset's manifest
@@ -132,6 +132,12 @@ def wait_while_paused(pause_file: Path | None) -> None:
             time.sleep(2)
 
 
+def round_order(names: list[str], round_: int) -> list[str]:
+    """A B C in even rounds, C B A in odd ones: a machine whose speed drifts steadily during the
+    benchmark (by 17 % over the 60-minute rounds of one measurement) then favours none of them."""
+    return list(names) if round_ % 2 == 0 else list(reversed(names))
+
+
 def bench_length(minutes: float, runs: int, work: Path, cache: Path, env: dict[str, str],
                  pause_file: Path | None = None) -> dict:
     video = build_input(minutes, cache)
@@ -139,7 +145,7 @@ def bench_length(minutes: float, runs: int, work: Path, cache: Path, env: dict[s
     rows: dict[str, list[dict]] = {"modalink": [], "baseline": [], "floor": []}
     first_dataset = None
     for round_ in range(runs):
-        for name in rows:
+        for name in round_order(list(rows), round_):
             out = work / f"{minutes:g}min-{name}-{round_}"
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)

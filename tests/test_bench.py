@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -23,3 +25,17 @@ def test_benchmark_scripts_run_on_a_tiny_input(tmp_path):
     flow_rerun = result["cached_flow_rerun"]  # all cached, but through the flow: it publishes the manifest again
     assert not flow_rerun["up_to_date"] and flow_rerun["reused"] == 1 and flow_rerun["kept"] == result["modalink"]["kept"]
     assert "| 0.3 min |" in table.read_text()
+
+
+@pytest.mark.parametrize("round_, order", [
+    (0, ["modalink", "baseline", "floor"]),
+    (1, ["floor", "baseline", "modalink"]),
+    (2, ["modalink", "baseline", "floor"]),
+])
+def test_rounds_alternate_their_order(round_, order):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    bench_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_run)
+    assert bench_run.round_order(["modalink", "baseline", "floor"], round_) == order
