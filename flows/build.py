@@ -24,7 +24,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from modalink import timing
 from modalink.config import Config
 from modalink.memory import return_large_blocks
-from modalink.result_storage import FinishedVideos, result_storage_for
+from modalink.result_storage import FinishedVideos, holds_no_cached_steps, result_storage_for
 from modalink.storage import LocalStorage, StorageError, open_storage
 from modalink.records import (DROP_NO_FACE, DROP_TOO_SHORT, FaceResult, Segment, SegmentRecord, Video, VideoRecord,
                               parse_jsonl, to_json_line)
@@ -204,16 +204,21 @@ def finished_run(sources: list[str], out: str, config: dict[str, Any] | None = N
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     cfg = Config.load(overrides=config)
     storage = open_storage(out)
-    if not isinstance(storage, LocalStorage) or any(is_url(source) for source in sources):
-        return None
-    try:
-        videos = [local_video(Path(single).expanduser(), single) for single in expand_sources(sources, cfg.acquire)]
-    except (SourceError, OSError):
+    if (not isinstance(storage, LocalStorage) or any(is_url(source) for source in sources)
+            or holds_no_cached_steps(storage)):
         return None
     finished = FinishedVideos(result_storage_for(storage), storage)
     settings = cfg.to_dict()
-    outcomes = [finished.get(finished.key(video.fingerprint, video.video_id, settings)) for video in videos]
-    if not videos or any(found is None for found in outcomes):
+    outcomes = []
+    try:
+        for single in expand_sources(sources, cfg.acquire):  # stops at the first video with work left
+            video = local_video(Path(single).expanduser(), single)
+            if (found := finished.get(finished.key(video.fingerprint, video.video_id, settings))) is None:
+                return None
+            outcomes.append(found)
+    except (SourceError, OSError):
+        return None
+    if not outcomes:
         return None
     segments = [segment for found in outcomes for segment in found.segments]
     records = [found.video for found in outcomes]

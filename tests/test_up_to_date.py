@@ -40,6 +40,7 @@ CASES = [  # (case, dataset, sources, config changes, change to the dataset, not
     ("a published record edited", "one", [CLIP], {}, edit_first_record, False),
     ("videos.jsonl unreadable", "one", [CLIP], {}, lambda d: (d / "videos.jsonl").write_text("{not json\n"), False),
     ("a clip deleted", "one", [CLIP], {}, delete_clip, False),
+    ("the step cache deleted", "one", [CLIP], {}, lambda d: shutil.rmtree(d / ".modalink" / "cache"), False),
     ("a video that failed is tried again", "with-failure", [CLIP, NO_AUDIO], {}, None, False),
 ]
 
