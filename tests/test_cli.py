@@ -117,7 +117,10 @@ def test_a_signal_during_the_run_ends_it_and_its_temporary_server(signal_name, t
     import threading
 
     command, env = build_without_prefect_server(media, tmp_path)
-    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, start_new_session=True)
+    # As a shell starts a command in the foreground: with SIGINT handled, even where this test runs as
+    # a background job (which ignores SIGINT, and so would its children)
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, start_new_session=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     faces_submitted = threading.Event()
 
