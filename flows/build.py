@@ -33,7 +33,8 @@ from tasks.acquire import (SourceError, acquire_task, expand_sources, expand_sou
 from tasks.audio import extract_audio_task
 from tasks.base import MediaError, load_in_background
 from tasks.clips import write_segment_media_task
-from tasks.faces import chunked, detect_faces_task, get_detector
+from tasks.faces import chunked, detect_faces_task
+from tasks.faces_mtcnn import get_detector
 from tasks.probe import probe_task
 from tasks.publish import MANIFEST, VIDEOS, ErrorLog, publish_records_task, write_summary, write_summary_task
 from tasks.speakers import load_mfcc, split_speakers_task

@@ -8,7 +8,8 @@ from modalink.config import AudioConfig, ClipConfig, FaceConfig
 from modalink.records import Segment, media_paths
 from tasks.acquire import local_video
 from tasks.clips import write_clip, write_frame
-from tasks.faces import decode_frames_at, detect_faces_in_segments
+from tasks.faces import detect_faces_in_segments
+from tasks.faces_decoding import decode_frames_at
 from tasks.probe import probe
 
 
@@ -56,7 +57,7 @@ def test_the_face_step_writes_no_frame_for_a_segment_without_a_face(media, tmp_p
 @pytest.mark.parametrize("quality", [2, 10, 31])
 def test_the_face_steps_jpeg_matches_ffmpegs_at_each_quality(media, tmp_path, quality):
     """`clips.jpeg_quality` means ffmpeg's -q:v for both writers: files of about the same size."""
-    from tasks.faces import encode_jpeg, frames_at
+    from tasks.faces_decoding import encode_jpeg, frames_at
 
     name, at = "face_nospeech_liveportrait_d18.mp4", 2.0
     [(_, frame)] = frames_at(str(media / name), [at])

@@ -3,7 +3,8 @@ import pytest
 from modalink.config import FaceConfig
 from modalink.records import FaceBox, Segment
 from tasks.acquire import local_video
-from tasks.faces import detect_faces, frame_times, pick_active_face, scaled_size, to_source_box
+from tasks.faces import detect_faces, frame_times, pick_active_face, to_source_box
+from tasks.faces_decoding import scaled_size
 from tasks.probe import probe
 
 
@@ -54,10 +55,11 @@ def found_faces(found: list[list[dict]]) -> list[list[tuple]]:
 
 
 def test_the_opencv_pyramid_gives_the_same_faces_as_tensorflows(media, monkeypatch):
-    """The faster pyramid (tasks.faces.area_pyramid) must not change what MTCNN finds."""
+    """The faster pyramid (tasks.faces_mtcnn.area_pyramid) must not change what MTCNN finds."""
     import mtcnn.stages.stage_pnet as stage_pnet
     from mtcnn.utils.images import apply_scales
-    from tasks.faces import decode_frames_at, get_detector
+    from tasks.faces_decoding import decode_frames_at
+    from tasks.faces_mtcnn import get_detector
 
     detector = get_detector()
     assert stage_pnet.apply_scales is not apply_scales  # the swap is in place
@@ -76,8 +78,9 @@ def test_the_opencv_pyramid_gives_the_same_faces_as_tensorflows(media, monkeypat
 
 
 def test_padded_refinement_batches_give_the_same_faces(media, monkeypatch):
-    """R-Net and O-Net on padded batches (tasks.faces.PaddedBatches) find exactly what they find unpadded."""
-    from tasks.faces import PaddedBatches, decode_frames_at, get_detector
+    """R-Net and O-Net on padded batches (tasks.faces_mtcnn.PaddedBatches) find exactly what they find unpadded."""
+    from tasks.faces_decoding import decode_frames_at
+    from tasks.faces_mtcnn import PaddedBatches, get_detector
 
     detector = get_detector()
     refinement = detector.stages[1:]
@@ -92,9 +95,10 @@ def test_padded_refinement_batches_give_the_same_faces(media, monkeypatch):
 
 
 def test_compiled_networks_give_the_same_faces_as_eager_keras(media, monkeypatch):
-    """P-Net, R-Net and O-Net run as tf.function graphs (tasks.faces.compile_stage_networks) and find
+    """P-Net, R-Net and O-Net run as tf.function graphs (tasks.faces_mtcnn.compile_stage_networks) and find
     exactly what the eager Keras models find."""
-    from tasks.faces import PaddedBatches, decode_frames_at, get_detector
+    from tasks.faces_decoding import decode_frames_at
+    from tasks.faces_mtcnn import PaddedBatches, get_detector
 
     detector = get_detector()
     batches = [[rgb for _, rgb in decode_frames_at(str(media / name), times, size)] for name, times, size in [
@@ -134,7 +138,7 @@ def _h264_with_a_gap(media, out):
 def test_skipping_unused_frames_returns_the_same_frames(media, tmp_path, name, times):
     import numpy as np
 
-    from tasks.faces import decode_frames_at
+    from tasks.faces_decoding import decode_frames_at
 
     path = _h264_with_a_gap(media, tmp_path / "gap.mp4") if name == "gap" else media / name
     full = list(decode_frames_at(str(path), times, (160, 128), skip_unused=False))
@@ -145,11 +149,12 @@ def test_skipping_unused_frames_returns_the_same_frames(media, tmp_path, name, t
 
 
 def test_float32_batches_give_the_same_faces_as_float64(media, monkeypatch):
-    """mtcnn normalises a batch in float64; tasks.faces.float32_batch does it in float32, exactly."""
+    """mtcnn normalises a batch in float64; tasks.faces_mtcnn.float32_batch does it in float32, exactly."""
     import mtcnn.mtcnn as detector_module
     import numpy as np
     from mtcnn.utils.images import standarize_batch
-    from tasks.faces import decode_frames_at, float32_batch, get_detector
+    from tasks.faces_decoding import decode_frames_at
+    from tasks.faces_mtcnn import float32_batch, get_detector
 
     detector = get_detector()
     assert detector_module.standarize_batch is float32_batch

@@ -1,0 +1,159 @@
+"""Step 6, faces: the decoding half. The frames the face step analyses, taken from the video in one pass.
+
+`frames_at` walks a chunk of the video with one decoder, seeking over long stretches with nothing to
+analyse and leaving the B-frames that no other frame refers to undecoded away from the times
+analysed; `as_rgb` converts only the frames asked for, downscaled, straight to RGB (the paper's
+BGR->RGB step happens in that conversion); `batches_in_background` decodes on a thread of its own
+while MTCNN works on the batch before; `encode_jpeg` writes a segment's midpoint frame.
+"""
+from __future__ import annotations
+
+import bisect
+import queue
+import threading
+from fractions import Fraction
+from typing import Iterable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+from modalink.timing import timed
+from tasks.base import MediaError
+
+T = TypeVar("T")
+SEEK_OVER_S = 8.0  # re-seek instead of decoding through a gap longer than this (about two keyframe intervals)
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """Even dimensions, as video scalers produce them."""
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+def just_after(at: float, times: Sequence[float], window: float) -> bool:
+    """Whether `at` lies in [t, t + window) for one of the sorted `times`."""
+    k = bisect.bisect_right(times, at) - 1
+    return k >= 0 and at < times[k] + window
+
+
+def decode_frames_at(path: str, times: Sequence[float], size: tuple[int, int],
+                     skip_unused: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    """`frames_at`, each frame as an RGB array of `size`."""
+    return as_rgb(frames_at(path, times, skip_unused), size)
+
+
+def as_rgb(frames: Iterable[tuple[T, "av.VideoFrame"]], size: tuple[int, int]) -> Iterator[tuple[T, np.ndarray]]:
+    """(key, frame) pairs with each frame as an RGB array of `size`, converted once when consecutive
+    keys share a frame."""
+    shown, rgb = None, None
+    for key, frame in frames:
+        if frame is not shown:
+            shown, rgb = frame, frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+        yield key, rgb
+
+
+def frames_at(path: str, times: Sequence[float], skip_unused: bool = True) -> Iterator[tuple[int, "av.VideoFrame"]]:
+    """For each of the sorted `times` (seconds from the start of the file), the first frame shown at or
+    after it, as ffmpeg's accurate `-ss` picks it: yields (index into times, frame). One decoder, one pass.
+
+    With `skip_unused`, frames that no other frame refers to (most B-frames) are not decoded unless they
+    lie just after one of the times: on H.264 that halves the decoding work, and the frames returned
+    are the same (when a frame after a long gap leaves that in doubt, the time is decoded again in full).
+    """
+    import av
+
+    try:
+        container = av.open(path)
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"cannot open the video: {exc}") from None
+    with container:
+        if not container.streams.video:
+            raise MediaError("no video stream")
+        stream = container.streams.video[0]
+        # One thread: this decoder runs beside MTCNN, and frame threads cost 25 % more CPU in all.
+        stream.thread_type = "NONE"
+        origin = (container.start_time or 0) / 1_000_000  # what ffmpeg's -ss counts from
+        wanted_at = [origin + t - 1e-3 for t in times]  # a frame at or after this serves that time
+        rate = float(stream.average_rate or stream.guessed_rate or 30)
+        window = max(0.1, 3 / rate)  # the first frame after a time comes within this, unless there is a gap
+        decode_all_until = -1.0
+        wanted = 0
+        while wanted < len(times):
+            target = wanted_at[wanted]
+            container.seek(max(0, int((target + 1e-3) * 1_000_000)), backward=True)  # the keyframe at or before
+            skipped: list[float] = []  # times of the frames left undecoded since then
+            for packet in container.demux(stream):
+                if skip_unused:
+                    at = None if packet.pts is None else float(packet.pts * stream.time_base)
+                    needed = at is None or at < decode_all_until or just_after(at, wanted_at, window)
+                    stream.codec_context.skip_frame = "DEFAULT" if needed else "NONREF"
+                    if not needed:
+                        skipped.append(at)
+                for frame in packet.decode():
+                    if frame.time is None or frame.time < target:
+                        continue
+                    if any(target <= t < frame.time for t in skipped):  # a skipped frame may be the one
+                        decode_all_until = frame.time
+                        break
+                    while wanted < len(times) and frame.time >= wanted_at[wanted]:
+                        yield wanted, frame
+                        wanted += 1
+                    if wanted == len(times):
+                        return
+                    target = wanted_at[wanted]
+                    skipped = [t for t in skipped if t >= target]
+                    if target - frame.time > SEEK_OVER_S:
+                        break  # seek over the gap
+                else:
+                    continue
+                break  # seek again: over a gap, or back to decode a time in full
+            else:
+                return  # the video ended before the remaining times
+
+
+def batches_in_background(frames: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
+    """Batches of `size` decoded frames, decoded by a thread that keeps at most two batches ahead."""
+    ready: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce() -> None:
+        batch: list = []
+        try:
+            with timed("frames"):
+                for item in frames:
+                    batch.append(item)
+                    if len(batch) == size:
+                        while not stop.is_set():
+                            try:
+                                ready.put(batch, timeout=0.2)
+                                break
+                            except queue.Full:
+                                continue
+                        batch = []
+            ready.put(batch)
+            ready.put(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            ready.put(exc)
+
+    worker = threading.Thread(target=produce, name="frame-decoder", daemon=True)
+    worker.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            if item:
+                yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+def encode_jpeg(frame, quality: int) -> bytes:
+    """A frame as a JPEG from ffmpeg's MJPEG encoder at `quality` (ffmpeg's -q:v scale: 2 best .. 31)."""
+    import av
+
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = frame.width, frame.height, "yuvj420p"
+    encoder.time_base = Fraction(1, 25)
+    encoder.thread_count = 1  # with slice threads the encoder leaves out its optimal Huffman tables (+12 % bytes)
+    encoder.options = {"qmin": str(quality), "qmax": str(quality)}
+    packets = encoder.encode(frame.reformat(format="yuvj420p")) + encoder.encode(None)
+    return b"".join(bytes(packet) for packet in packets)
