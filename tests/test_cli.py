@@ -78,14 +78,17 @@ def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_p
     assert temporary_servers(env["PREFECT_HOME"]) == []
 
 
-def build_without_prefect_server(media, tmp_path) -> tuple[list[str], dict[str, str]]:
-    """`modalink build` of one GRID clip, and an environment with no PREFECT_API_URL."""
+GRID_CLIPS = ["av_grid_bbaf2n.mpg", "av_grid_lwbsza.mpg", "av_grid_swiz3n.mpg"]
+
+
+def build_without_prefect_server(media, tmp_path, clips: int = 1) -> tuple[list[str], dict[str, str]]:
+    """`modalink build` of the first `clips` GRID clips, and an environment with no PREFECT_API_URL."""
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
-    return [sys.executable, "-m", "modalink.cli", "build", str(media / "av_grid_bbaf2n.mpg"), "--out", str(tmp_path / "d"),
-            "--asr", "whisper", "--asr-model", "tiny.en", "--language", "en-US"], env
+    return [sys.executable, "-m", "modalink.cli", "build", *(str(media / name) for name in GRID_CLIPS[:clips]),
+            "--out", str(tmp_path / "d"), "--asr", "whisper", "--asr-model", "tiny.en", "--language", "en-US"], env
 
 
 def temporary_servers(prefect_home: str) -> list:
@@ -116,7 +119,9 @@ def test_a_signal_during_the_run_ends_it_and_its_temporary_server(signal_name, t
     import signal
     import threading
 
-    command, env = build_without_prefect_server(media, tmp_path)
+    # Three videos, one after the other: the signal comes during the first one's face step and finds the
+    # run busy, even on a slow machine (one GRID clip leaves about a second after that point)
+    command, env = build_without_prefect_server(media, tmp_path, clips=3)
     # As a shell starts a command in the foreground: with SIGINT handled, even where this test runs as
     # a background job (which ignores SIGINT, and so would its children)
     run = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env, start_new_session=True,
@@ -143,7 +148,8 @@ def test_a_signal_during_the_run_ends_it_and_its_temporary_server(signal_name, t
     assert temporary_servers(env["PREFECT_HOME"]) == []
     with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:
         flow_run_states = [state for state, in db.execute("select state_type from flow_run")]
-    assert flow_run_states and set(flow_run_states) == {"CRASHED"}
+    # the run and the video it was in crashed; a video finished before the signal may stay completed
+    assert flow_run_states.count("CRASHED") >= 2 and set(flow_run_states) <= {"CRASHED", "COMPLETED"}, flow_run_states
 
 
 def test_a_killed_run_leaves_no_temporary_server(media, tmp_path):
