@@ -23,7 +23,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from modalink import timing
 from modalink.config import Config
-from modalink.memory import return_large_blocks
 from modalink.result_storage import FinishedVideos, holds_no_cached_steps, result_storage_for
 from modalink.storage import LocalStorage, StorageError, open_storage
 from modalink.records import (DROP_NO_FACE, DROP_TOO_SHORT, FaceResult, Segment, SegmentRecord, Video, VideoRecord,
@@ -244,7 +243,6 @@ def finished_run(sources: list[str], out: str, config: dict[str, Any] | None = N
 def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build (or extend) the dataset at `out` from videos, playlists, files or folders."""
     started, clock = datetime.now(timezone.utc), time.perf_counter()
-    return_large_blocks()
     timing.reset()
     cfg = Config.load(overrides=config)
     logger = get_run_logger()

@@ -172,10 +172,8 @@ def main(argv: list[str] | None = None) -> int:
 
     offline_defaults()  # before Prefect is imported
     from modalink.config import ConfigError
-    from modalink.memory import return_large_blocks
     from modalink.storage import StorageError
 
-    return_large_blocks()  # before the big libraries allocate
     args = build_parser().parse_args(argv)
     previous_sigterm = signal.signal(signal.SIGTERM, interrupt)  # `kill` or a CI timeout: as Ctrl-C
     server = TemporaryServer.start_early() if args.command == "build" else None

@@ -10,7 +10,6 @@ import threading
 import numpy as np
 
 from modalink.config import FaceConfig
-from modalink.memory import return_large_blocks
 from modalink.timing import timed
 
 # TensorFlow threads per MTCNN call. Batches already run one per core (`tasks.faces._chunk_slots`),
@@ -30,7 +29,6 @@ def get_detector():
             import tensorflow as tf
             from mtcnn import MTCNN
 
-            return_large_blocks()
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(TF_THREADS_PER_CALL)
                 tf.config.threading.set_inter_op_parallelism_threads(TF_THREADS_PER_CALL)
