@@ -63,7 +63,7 @@ class FaceConfig:
     scale: float = 0.5  # frames are downscaled by this factor before detection
     min_confidence: float = 0.0  # MTCNN confidence below this is ignored
     min_face_size: int = 20  # MTCNN minimum face size, in pixels of the downscaled frame
-    batch_size: int = 8  # frames per MTCNN call (16: no faster here, 0.4 GB more memory)
+    batch_size: int = 4  # frames per MTCNN call (8: no faster here and 50-200 MiB more memory; 16: 0.4 GB more)
     chunk_segments: int = 8  # consecutive segments per face-detection task (one decoding pass each)
 
 

@@ -117,6 +117,21 @@ def test_compiled_networks_give_the_same_faces_as_eager_keras(media, monkeypatch
     assert found_faces(graph_faces) == found_faces(eager_faces)
 
 
+def test_the_batch_size_does_not_change_the_faces(media):
+    """faces.batch_size is a speed and memory knob only: each frame's faces are the same whether it is
+    analysed alone or in a batch of 2, 4 or 8 (TensorFlow's kernels differ by batch shape)."""
+    from tasks.faces_decoding import decode_frames_at
+    from tasks.faces_mtcnn import detect_in_frames
+
+    frames = [rgb for name in ("av_grid_swiz3n.mpg", "av_grid_lwbsza.mpg")
+              for _, rgb in decode_frames_at(str(media / name), [0.3, 0.9, 1.5, 2.1], (180, 144))]
+    by_batch = {size: found_faces([f for k in range(0, len(frames), size)
+                                   for f in detect_in_frames(frames[k:k + size], FaceConfig())])
+                for size in (1, 2, 4, 8)}
+    assert sum(len(f) for f in by_batch[1]) >= len(frames)
+    assert by_batch[2] == by_batch[1] and by_batch[4] == by_batch[1] and by_batch[8] == by_batch[1]
+
+
 def _h264_with_a_gap(media, out):
     """A GRID clip re-encoded with B-frames no frame refers to, and a 1.5 s gap before a B-frame."""
     from modalink.ffmpeg_tools import ffmpeg
