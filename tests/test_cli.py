@@ -56,6 +56,25 @@ def test_validate_checks_records_and_files(tmp_path):
     assert '"problems": 3' in run_cli("validate", str(tmp_path)).stdout
 
 
+@pytest.mark.parametrize("manifest, code, stdout", [
+    (None, 2, ""),  # bad input: one line on stderr
+    ("", 0, '{"segments": 0, "problems": 0}'),  # printed to a buffered stdout just before the exit
+])
+def test_the_command_keeps_mains_exit_code_output_and_exit_functions(manifest, code, stdout, tmp_path):
+    """`modalink.cli.command` leaves out the interpreter's teardown, and nothing else."""
+    import os
+
+    if manifest is not None:
+        (tmp_path / "manifest.jsonl").write_text(manifest)
+    script = ("import atexit, sys; atexit.register(lambda: sys.stderr.write('exit functions ran\\n')); "
+              "from modalink.cli import command; command(['validate', sys.argv[1]])")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout a buffered pipe
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                            env=env, timeout=120)
+    assert result.returncode == code, result.stderr
+    assert result.stdout.strip() == stdout and result.stderr.endswith("exit functions ran\n")
+
+
 def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_path):
     """No PREFECT_API_URL: the CLI starts a temporary server while its models load, and stops it; a
     re-run with nothing to do stops it at once."""
