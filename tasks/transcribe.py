@@ -4,9 +4,9 @@
   the endpoint is configurable, so tests run it against a local server.
 - whisper: faster-whisper, offline; the model is loaded once per worker process, not per segment.
   Its encoder allocates and frees some 600 MB of buffers per clip (a 30 s window, whatever the
-  clip's length); glibc's default, adaptive mmap threshold lets them be reused. A fixed 1 MiB
-  threshold (kept until BENCHMARKS.md's row on it) made each a fresh mapping: 150,000 page faults
-  per clip and 7-10 % of a run's time.
+  clip's length); glibc's default, adaptive mmap threshold lets them be reused. The fixed 1 MiB
+  threshold that MODALINK once set made each a fresh mapping: 150,000 page faults per clip and 7-10 %
+  of a run's time (BENCHMARKS.md).
 
 A backend returns text ("" when it heard no words) or raises. The Prefect task retries failures
 with a doubling delay; the flow keeps a segment whose transcription still fails, flagged "failed".

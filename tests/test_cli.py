@@ -1,5 +1,6 @@
 """Bad input gets one clear line and exit code 2; a run ends with a summary."""
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -62,8 +63,6 @@ def test_validate_checks_records_and_files(tmp_path):
 ])
 def test_the_command_keeps_mains_exit_code_output_and_exit_functions(manifest, code, stdout, tmp_path):
     """`modalink.cli.command` leaves out the interpreter's teardown, and nothing else."""
-    import os
-
     if manifest is not None:
         (tmp_path / "manifest.jsonl").write_text(manifest)
     script = ("import atexit, sys; atexit.register(lambda: sys.stderr.write('exit functions ran\\n')); "
@@ -102,8 +101,6 @@ GRID_CLIPS = ["av_grid_bbaf2n.mpg", "av_grid_lwbsza.mpg", "av_grid_swiz3n.mpg"]
 
 def build_without_prefect_server(media, tmp_path, clips: int = 1) -> tuple[list[str], dict[str, str]]:
     """`modalink build` of the first `clips` GRID clips, and an environment with no PREFECT_API_URL."""
-    import os
-
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     return [sys.executable, "-m", "modalink.cli", "build", *(str(media / name) for name in GRID_CLIPS[:clips]),
@@ -134,7 +131,6 @@ def test_a_signal_during_the_run_ends_it_and_its_temporary_server(signal_name, t
     """Exit 130 within seconds, the flow runs recorded as crashed, the temporary server stopped. A
     signal to the whole process group must not stop the server before the run has unwound: on a long
     video the task threads then waited minutes on API retries, and the runs stayed "running"."""
-    import os
     import signal
     import threading
 
