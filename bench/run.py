@@ -56,7 +56,8 @@ def tree_memory(root: psutil.Process) -> tuple[int, int, list[tuple[str, int]]]:
 
 def measure(command: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> dict:
     """Run a command; wall seconds, CPU seconds, and the peak memory of its process tree (summed RSS
-    and summed PSS, sampled every 0.1 s, with the biggest processes at the PSS peak)."""
+    and summed PSS, sampled every 0.1 s, with the biggest processes at the PSS peak). Memory is in MiB
+    (2**20 bytes) under the keys ending in _mb."""
     peak, peak_pss, at_peak, done = [0], [0], [[]], threading.Event()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -158,7 +159,7 @@ def bench_length(minutes: float, runs: int, work: Path, cache: Path, env: dict[s
                 row = run_baseline(video, out, env)
             else:
                 row = run_floor(video)
-            print(f"    {row['wall_s']} s, PSS {row['peak_pss_mb']} MB (RSS {row['peak_rss_mb']} MB), "
+            print(f"    {row['wall_s']} s, PSS {row['peak_pss_mb']} MiB (RSS {row['peak_rss_mb']} MiB), "
                   f"kept {row.get('kept', '-')}", file=sys.stderr, flush=True)
             rows[name].append(row)
             if name != "modalink":
@@ -201,7 +202,7 @@ def machine() -> dict:
 
 def markdown(report: dict) -> str:
     mach = report["machine"]
-    lines = [f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gb']} GB, {mach['os']}, Python {mach['python']}. "
+    lines = [f"Machine: {mach['cpu']}, {mach['cores']} cores, {mach['memory_gb']} GiB, {mach['os']}, Python {mach['python']}. "
              f"Median of {report['runs']} alternating runs.", "",
              "| input | MODALINK | paper baseline | ffmpeg floor | vs baseline | x floor | MODALINK RTF | peak PSS (RSS) MODALINK / baseline | kept MODALINK / baseline | cached re-run | cached re-run through the flow |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -209,7 +210,7 @@ def markdown(report: dict) -> str:
         m, b, f = r["modalink"], r["baseline"], r["floor"]
         lines.append(f"| {r['minutes']:g} min | {m['wall_s']:.1f} s | {b['wall_s']:.1f} s | {f['wall_s']:.1f} s | "
                      f"{m['speedup_vs_baseline']:.2f}x faster | {m['times_floor']:.2f}x | {m['rtf']:.3f} | "
-                     f"{m['peak_pss_mb']} ({m['peak_rss_mb']}) / {b['peak_pss_mb']} ({b['peak_rss_mb']}) MB | {m['kept']} / {b['kept']} | "
+                     f"{m['peak_pss_mb']} ({m['peak_rss_mb']}) / {b['peak_pss_mb']} ({b['peak_rss_mb']}) MiB | {m['kept']} / {b['kept']} | "
                      f"{m['cached_rerun_s']:.1f} s ({100 * m['cached_fraction']:.1f} %) | "
                      f"{m['cached_flow_rerun_s']:.1f} s ({100 * m['cached_flow_fraction']:.1f} %) |")
     lines += ["", "MODALINK busy seconds per stage (summed over concurrent workers, so they can add up to more than the wall time):", "",
