@@ -30,7 +30,7 @@ from modalink.records import (DROP_NO_FACE, DROP_TOO_SHORT, FaceResult, Segment,
 from tasks.acquire import (SourceError, acquire_task, expand_sources, expand_sources_task, is_url, local_video,
                            safe_id)
 from tasks.audio import extract_audio_task
-from tasks.base import MediaError, load_in_background
+from tasks.base import MediaError, load_in_background, one_blas_thread
 from tasks.clips import write_segment_media_task
 from tasks.faces import chunked, detect_faces_task
 from tasks.faces_mtcnn import get_detector
@@ -108,6 +108,7 @@ def process_video(video: Video, dataset_dir: str, config: dict[str, Any]) -> Vid
                          license=info.get("license"))
 
     if cfg.run.runner == "threads":  # the steps run in this process: their libraries load during extraction
+        one_blas_thread()
         preload_step_libraries()
     try:
         media_info = probe_task(video)

@@ -31,6 +31,21 @@ def retry_unless_permanent(task, task_run, state) -> bool:  # noqa: ARG001 - Pre
     return True
 
 
+def one_blas_thread() -> None:
+    """numpy's BLAS on one thread in this process, as in Dask's workers (which run with OMP_NUM_THREADS=1).
+
+    A BLAS splits a product differently for different thread counts, and the last bits of the result
+    with it. Whisper's mel features are such a product: on an AMD EPYC one GRID clip was transcribed
+    "Bimbleu F2 now." with numpy's two BLAS threads and "Bimbloo F2 now." with one. With one thread
+    everywhere a clip gets the same transcript (and the same MFCCs for the speaker split) with either
+    runner and on any number of cores. The products are small; TensorFlow and CTranslate2 keep their
+    own threads."""
+    import numpy  # noqa: F401 - its BLAS is limited only once it is loaded
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def load_in_background(*loaders: Callable[[], object]) -> threading.Thread:
     """Call `loaders` one after the other on a thread of its own: libraries and models that the first
     segments would otherwise wait for load while the soundtrack is extracted. A loader that fails is

@@ -1,8 +1,13 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from modalink.config import AsrConfig, AudioConfig, ConfigError
 from modalink.records import Span
 from tasks.audio import extract_audio
+from tasks.base import one_blas_thread
 from tasks.clips import cut_wav
 from tasks.transcribe import (TranscriptionError, WhisperBackend, failed_transcript, resolve_whisper_model, transcribe,
                               whisper_input)
@@ -47,6 +52,37 @@ def test_whisper_input_is_what_faster_whispers_decoder_makes(jfk_wav, media, tmp
 def test_whisper_model_is_loaded_once(jfk_wav):
     backend = WhisperBackend(AsrConfig(backend="whisper", language="en-US"))
     assert backend.load() is backend.load() is WhisperBackend(AsrConfig(backend="whisper", language="en")).load()
+
+
+# A Dask worker's environment (distributed's nanny sets these before the worker starts).
+DASK_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+TRANSCRIBE_IN_CHILD = """
+import sys
+from modalink.config import AsrConfig
+from tasks.transcribe import WhisperBackend
+print(WhisperBackend(AsrConfig(backend="whisper", language="en-US")).transcribe(sys.argv[1]))
+"""
+
+
+def test_whisper_gives_a_dask_worker_s_transcript_after_one_blas_thread(media, tmp_path):
+    """Whisper's mel features are a numpy product whose last bits depend on the BLAS's threads: on an
+    AMD EPYC this 1.77 s piece of a GRID clip read "Bimbleu F2 now." with two and "Bimbloo F2 now." with
+    one. After `one_blas_thread` (what each video flow does) the threads runner hears what a worker hears."""
+    import numpy  # noqa: F401 - loads the BLAS that the controller below is to find
+    from threadpoolctl import ThreadpoolController
+
+    audio = extract_audio(str(media / "av_grid_bbaf2n.mpg"), str(tmp_path / "audio.wav"), AudioConfig()).path
+    piece = str(tmp_path / "piece.wav")
+    cut_wav(audio, 0.45, 2.22, tmp_path / "piece.wav")
+    env = {**{k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}, **DASK_WORKER_ENV}
+    child = subprocess.run([sys.executable, "-c", TRANSCRIBE_IN_CHILD, piece], env=env, capture_output=True,
+                           text=True, check=True).stdout.strip()
+    controller = ThreadpoolController()
+    with controller.limit(limits=2, user_api="blas"):  # as on a 2-core machine, whatever this one has
+        one_blas_thread()
+        assert {lib["num_threads"] for lib in controller.select(user_api="blas").info()} == {1}
+        here = WhisperBackend(AsrConfig(backend="whisper", language="en-US")).transcribe(piece)
+    assert here == child and here.lower().endswith("now.")
 
 
 def test_english_only_model_refuses_arabic():
