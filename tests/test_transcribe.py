@@ -54,8 +54,14 @@ def test_whisper_model_is_loaded_once(jfk_wav):
     assert backend.load() is backend.load() is WhisperBackend(AsrConfig(backend="whisper", language="en")).load()
 
 
-# A Dask worker's environment (distributed's nanny sets these before the worker starts).
-DASK_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+def dask_worker_environ() -> dict[str, str]:
+    """What distributed's nanny sets before a worker starts (OMP_NUM_THREADS=1 and the like)."""
+    import dask
+    import distributed  # noqa: F401 - registers the distributed config
+
+    return {name: str(value) for name, value in dask.config.get("distributed.nanny.pre-spawn-environ").items()}
+
+
 TRANSCRIBE_IN_CHILD = """
 import sys
 from modalink.config import AsrConfig
@@ -74,7 +80,8 @@ def test_whisper_gives_a_dask_worker_s_transcript_after_one_blas_thread(media, t
     audio = extract_audio(str(media / "av_grid_bbaf2n.mpg"), str(tmp_path / "audio.wav"), AudioConfig()).path
     piece = str(tmp_path / "piece.wav")
     cut_wav(audio, 0.45, 2.22, tmp_path / "piece.wav")
-    env = {**{k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}, **DASK_WORKER_ENV}
+    env = {**{k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}, **dask_worker_environ()}
+    assert env["OPENBLAS_NUM_THREADS"] == "1"
     child = subprocess.run([sys.executable, "-c", TRANSCRIBE_IN_CHILD, piece], env=env, capture_output=True,
                            text=True, check=True).stdout.strip()
     controller = ThreadpoolController()
