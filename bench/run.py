@@ -3,8 +3,9 @@
 For each input length and each round (A B C, then C B A, then A B C ...): wall time, CPU time and peak resident memory
 of the whole process tree (sampled every 0.1 s), segments kept, and MODALINK's seconds per stage
 from its run summary. After the rounds, MODALINK runs once more on the dataset of its first round:
-the fully cached re-run (found up to date, no flow); then once more with that dataset's manifest
-removed, so that the re-run goes through the Prefect flow with every step cached. Writes results
+the fully cached re-run (found up to date, no flow); then once more with the stored outcomes of
+its finished videos removed, so that the re-run goes through the Prefect flow and every video flow
+with every step cached (a missing manifest alone is rewritten without a flow). Writes results
 JSON and the tables of BENCHMARKS.md.
 
 usage: python bench/run.py [--minutes 10 60] [--runs 3] [--work DIR] [--json F] [--markdown F]
@@ -35,7 +36,7 @@ from modalink.ffmpeg_tools import find_binary  # noqa: E402
 BASELINE = ROOT / "bench" / "paper_baseline.py"  # a verbatim copy of ../shared/bench/paper_baseline.py
 # The same models and method knobs as the baseline: tiny.en int8 with greedy decoding, MFCC with c0.
 MODALINK_ARGS = ["--asr", "whisper", "--asr-model", "tiny.en", "--language", "en-US",
-                 "--set", "asr.whisper_beam_size=1", "--set", "speakers.use_c0=true"]
+                 "--set", "asr.whisper.beam_size=1", "--set", "speakers.use_c0=true"]
 STAGES = ["probe", "audio", "vad", "speaker_split", "frames", "faces", "clips", "transcription", "records"]
 
 
@@ -167,10 +168,12 @@ def bench_length(minutes: float, runs: int, work: Path, cache: Path, env: dict[s
     wait_while_paused(pause_file)
     print(f"[{minutes:g} min] cached re-run of modalink ...", file=sys.stderr, flush=True)
     cached = run_modalink(video, first_dataset, env)
-    # The same re-run with something left to publish (the manifest removed): it goes through the
-    # Prefect flow, with every step cached, instead of being found up to date without one.
-    print(f"[{minutes:g} min] cached re-run through the flow (manifest removed) ...", file=sys.stderr, flush=True)
-    (first_dataset / "manifest.jsonl").unlink()
+    # The same re-run without the stored outcomes of finished videos: it goes through the Prefect
+    # flow and every video flow, with every step cached, instead of being found up to date.
+    print(f"[{minutes:g} min] cached re-run through the flow (finished-video outcomes removed) ...",
+          file=sys.stderr, flush=True)
+    for outcome in (first_dataset / ".modalink" / "cache").glob("finished-video-*"):
+        outcome.unlink()
     cached_flow = run_modalink(video, first_dataset, env)
     result = {"minutes": minutes, "video": str(video), "runs": rows, "cached_rerun": cached,
               "cached_flow_rerun": cached_flow}

@@ -1,4 +1,4 @@
-"""`modalink build SOURCE... --out DIR` and `modalink validate DIR`.
+"""`modalink build SOURCE... --out DIR`, `modalink validate DIR` and `modalink stages`.
 
 Exit codes: 0 all videos processed, 3 finished but some videos failed (see videos.jsonl and
 errors.log), 2 bad input (one line on stderr, no traceback), 1 the run itself crashed.
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--verbose", action="store_true", help="show every task's log lines")
     validate = commands.add_parser("validate", help="check a dataset: every record against the schema, every file present")
     validate.add_argument("dataset", help="dataset folder")
+    stages = commands.add_parser("stages", help="list the registered segment stages in the order they run")
+    stages.add_argument("--json", action="store_true", help="one JSON object per stage")
     return parser
 
 
@@ -113,7 +115,9 @@ def run_build(args: argparse.Namespace, server: TemporaryServer | None) -> int:
     """`server`, started before anything else, comes up while Prefect and the steps are imported and
     the model loads; it is used only if Prefect's settings name no other."""
     from modalink.config import Config
+    from modalink.stages import discover
 
+    discover()  # the sections of added stages are config sections too
     check_sources(args.sources)
     config = Config.load(args.config, overrides_from(args))
     check_writable(args.out)
@@ -122,24 +126,22 @@ def run_build(args: argparse.Namespace, server: TemporaryServer | None) -> int:
     if server and not server.needed():  # a Prefect profile names a server of its own
         server.stop()
         server = None
-    if server:  # a flow would only read caches: say so without starting a server for it (3-4 s)
-        from flows.build import finished_run
+    if server:  # a flow would only read caches: say so without starting a server for it
+        from flows.plan import finished_run
 
         if (summary := finished_run(list(args.sources), out, config.to_dict())) is not None:
             print_summary(summary)
             return EXIT_OK
-    from tasks.transcribe import get_backend
-
-    get_backend(config.asr).prepare()  # a model that cannot load fails here, in one line
-    from flows.build import build_dataset, preload_step_libraries
+    from flows.build import build_dataset, prepare_stages, preload_step_libraries
     from modalink.result_storage import holds_no_cached_steps
     from modalink.storage import open_storage
 
+    prepare_stages(config)  # a model that cannot load fails here, in one line
     if config.run.runner == "threads" and server and holds_no_cached_steps(open_storage(out)):
-        # A new dataset: every step will run, so TensorFlow and MTCNN load now, on the core that the
-        # starting server leaves idle (10-minute input: 39.1-40.4 s against 41.2-43.8 s). Not on a
-        # re-run: one that is all cached would wait for that import to finish before it exits.
-        preload_step_libraries()
+        # A new dataset: every step will run, so the stages' libraries load now, on the core that the
+        # starting server leaves idle (BENCHMARKS.md). Not on a re-run: one that is all cached would
+        # wait for that import to finish before it exits.
+        preload_step_libraries(config)
     with server.serving() if server else nullcontext():
         summary = build_dataset(sources=list(args.sources), out=out, config=config.to_dict())
     print_summary(summary)
@@ -162,6 +164,25 @@ def run_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if not problems else EXIT_SOME_FAILED
 
 
+def run_stages_command(args: argparse.Namespace) -> int:
+    from modalink.stages import segment_stages
+
+    stages = segment_stages()
+    if args.json:
+        print("\n".join(json.dumps(stage.describe()) for stage in stages))
+        return EXIT_OK
+    rows = [("#", "stage", "runs on", "section", "cache key also reads", "needs", "drops", "module")]
+    for number, stage in enumerate(stages, start=1):
+        d = stage.describe()
+        rows.append((str(number), d["name"], "chunk" if d["per_chunk"] else "segment", d["section"] or "-",
+                     ", ".join(d["also_reads"]) or "-", ", ".join(d["needs"]) or "-", ", ".join(d["drops"]) or "-",
+                     d["module"]))
+    widths = [max(len(row[k]) for row in rows) for k in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return EXIT_OK
+
+
 def interrupt(signum: int, frame: Any) -> None:
     """SIGTERM ends a run the way Ctrl-C does: the temporary server is stopped, and the same command
     resumes the run."""
@@ -179,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     previous_sigterm = signal.signal(signal.SIGTERM, interrupt)  # `kill` or a CI timeout: as Ctrl-C
     server = TemporaryServer.start_early() if args.command == "build" else None
     try:
-        return run_build(args, server) if args.command == "build" else run_validate(args)
+        if args.command == "build":
+            return run_build(args, server)
+        return run_validate(args) if args.command == "validate" else run_stages_command(args)
     except (UsageError, ConfigError) as exc:
         print(f"modalink: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -199,9 +222,9 @@ def command(argv: list[str] | None = None) -> None:
     """The `modalink` command: `main`, then an exit without the interpreter's teardown.
 
     Once TensorFlow, CTranslate2 and Prefect are loaded, that teardown (freeing every module, then the
-    libraries' own static destructors) took about 1 s after the summary was printed, and a finished run
-    has nothing left in it to write: the exit functions (logging's and Prefect's flushes) still run,
-    and so do the streams' flushes. An exception leaves the ordinary way, with its traceback."""
+    libraries' own static destructors) is slow (BENCHMARKS.md), and a finished run has nothing left in
+    it to write: the exit functions (logging's and Prefect's flushes) still run, and so do the streams'
+    flushes. An exception leaves the ordinary way, with its traceback."""
     code = main(argv)
     atexit._run_exitfuncs()
     sys.stdout.flush()

@@ -1,7 +1,10 @@
 """One typed configuration for the whole workflow, with the MODALINK paper's defaults.
 
-Every step reads only its own section, so a step's cached output depends only on the
-options that can change it (a new ASR backend does not re-detect faces).
+A section holds what one step computes; options marked `runtime` say how it runs (retries,
+timeouts, threads, batch sizes, keys) and are left out of that step's cache key, so a step's cached
+output depends only on the options that can change it (`cache_view`). Backend options sit in
+sub-sections (`asr.whisper.*`, `asr.google.*`). Each section checks its own values (`problems`).
+Stages added from outside register their own section (`register_section`).
 
 Load order: defaults < config file (TOML or YAML) < command-line overrides.
 """
@@ -12,15 +15,48 @@ import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, Mapping, get_type_hints
 
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says what to fix."""
 
 
+def runtime(default: Any) -> Any:
+    """An option that changes how a step runs, never what it computes: not part of any cache key."""
+    return field(default=default, metadata={"runtime": True})
+
+
+class Section:
+    """Base of every config section (and sub-section): a frozen dataclass that checks itself.
+    `chosen_by` names an option that picks one of the sub-sections; the others change nothing."""
+
+    chosen_by: ClassVar[str | None] = None
+
+    def problems(self) -> list[str]:
+        """What is wrong with these values, one message each (none: usable)."""
+        return []
+
+
+def sub_sections(section: Section) -> dict[str, Section]:
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
+            if isinstance(getattr(section, f.name), Section)}
+
+
+def cache_view(section: Section) -> dict[str, Any]:
+    """The options of `section` that change what its step computes: the part of its cache key."""
+    view = {}
+    chosen = getattr(section, section.chosen_by) if section.chosen_by else None
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if f.metadata.get("runtime") or (chosen is not None and isinstance(value, Section) and f.name != chosen):
+            continue
+        view[f.name] = cache_view(value) if isinstance(value, Section) else value
+    return view
+
+
 @dataclass(frozen=True)
-class AcquireConfig:
+class AcquireConfig(Section):
     format: str = "bestvideo*+bestaudio/best"  # yt-dlp: highest quality
     merge_output_format: str = "mp4"
     download_dir: str = "downloads"  # relative to the dataset root unless absolute
@@ -31,22 +67,34 @@ class AcquireConfig:
 
 
 @dataclass(frozen=True)
-class AudioConfig:
+class AudioConfig(Section):
     sample_rate: int = 16000  # 16 kHz mono 16-bit PCM
     fallback: bool = True  # retry with error-tolerant decoding when strict decoding fails
 
+    def problems(self) -> list[str]:
+        return [] if self.sample_rate in (8000, 16000, 32000, 48000) else [
+            "audio.sample_rate must be 8000, 16000, 32000 or 48000 (webrtcvad rates)"]
+
 
 @dataclass(frozen=True)
-class VadConfig:
+class VadConfig(Section):
     aggressiveness: int = 2  # webrtcvad mode 0..3
     frame_ms: int = 30  # 10, 20 or 30
     min_silence_s: float = 0.3  # a silence this long ends a segment; shorter pauses are merged
     min_segment_s: float = 0.5  # shorter segments are dropped (counted as too_short)
     max_segment_s: float = 15.0  # longer speech is split, at its longest pause when it has one
 
+    def problems(self) -> list[str]:
+        return [message for ok, message in [
+            (self.aggressiveness in (0, 1, 2, 3), "vad.aggressiveness must be 0, 1, 2 or 3"),
+            (self.frame_ms in (10, 20, 30), "vad.frame_ms must be 10, 20 or 30 (webrtcvad frame sizes)"),
+            (0 < self.min_segment_s <= self.max_segment_s, "need 0 < vad.min_segment_s <= vad.max_segment_s"),
+            (self.min_silence_s >= 0, "vad.min_silence_s must be >= 0"),
+        ] if not ok]
+
 
 @dataclass(frozen=True)
-class SpeakerConfig:
+class SpeakerConfig(Section):
     enabled: bool = True
     window_s: float = 1.0  # MFCC window
     hop_s: float = 0.5  # step between consecutive windows
@@ -55,53 +103,117 @@ class SpeakerConfig:
     similarity_threshold: float = 0.9  # cosine similarity below this marks a speaker change
     min_piece_s: float = 0.5  # no piece shorter than this is cut off
 
+    def problems(self) -> list[str]:
+        return [message for ok, message in [
+            (-1 <= self.similarity_threshold <= 1, "speakers.similarity_threshold must be in [-1, 1]"),
+            (self.window_s > 0 and self.hop_s > 0, "speakers.window_s and hop_s must be > 0"),
+        ] if not ok]
+
 
 @dataclass(frozen=True)
-class FaceConfig:
+class FaceConfig(Section):
     fps: float = 1.0  # frames sampled per second inside a segment
     max_frames: int = 10  # only the first N sampled frames are analysed
     scale: float = 0.5  # frames are downscaled by this factor before detection
     min_confidence: float = 0.0  # MTCNN confidence below this is ignored
     min_face_size: int = 20  # MTCNN minimum face size, in pixels of the downscaled frame
-    batch_size: int = 4  # frames per MTCNN call (8: no faster here and 50-200 MiB more memory; 16: 0.4 GB more)
-    chunk_segments: int = 8  # consecutive segments per face-detection task (one decoding pass each)
+    jpeg_quality: int = 2  # the midpoint frame's JPEG (written by this step), ffmpeg -q:v, 2 (best) .. 31
+    batch_size: int = runtime(4)  # frames per MTCNN call; the faces found do not depend on it
+    chunk_segments: int = runtime(8)  # consecutive segments per face-detection task (one decoding pass each)
+
+    def problems(self) -> list[str]:
+        return [message for ok, message in [
+            (self.fps > 0 and self.max_frames >= 1, "faces.fps must be > 0 and faces.max_frames >= 1"),
+            (0 < self.scale <= 1, "faces.scale must be in (0, 1]"),
+            (1 <= self.jpeg_quality <= 31, "faces.jpeg_quality must be 1 .. 31 (ffmpeg -q:v)"),
+            (self.batch_size >= 1 and self.chunk_segments >= 1, "faces.batch_size and faces.chunk_segments must be >= 1"),
+        ] if not ok]
 
 
 @dataclass(frozen=True)
-class ClipConfig:
+class ClipConfig(Section):
     video_codec: str = "libx264"
     preset: str = "ultrafast"  # the paper's
     crf: int = 23
     audio_codec: str = "aac"
     audio_bitrate: str = "128k"
-    # ffmpeg's AAC coder: "fast" takes 60 % less CPU than ffmpeg 6's default "twoloop" and, by its
-    # authors, sounds better at 128 kbit/s and above; "" leaves ffmpeg's default
-    aac_coder: str = "fast"
-    jpeg_quality: int = 2  # ffmpeg -q:v, 2 (best) .. 31
+    aac_coder: str = "fast"  # ffmpeg's AAC coder; "" leaves ffmpeg's default
 
 
 @dataclass(frozen=True)
-class AsrConfig:
-    backend: str = "google"  # see tasks.transcribe.BACKENDS
+class WhisperOptions(Section):
+    compute_type: str = "int8"
+    beam_size: int = 5
+    threads: int = runtime(0)  # 0: one per usable CPU core
+
+    def problems(self) -> list[str]:
+        return [message for ok, message in [
+            (self.beam_size >= 1, "asr.whisper.beam_size must be >= 1"),
+            (self.threads >= 0, "asr.whisper.threads must be >= 0"),
+        ] if not ok]
+
+
+@dataclass(frozen=True)
+class GoogleOptions(Section):
+    endpoint: str = "http://www.google.com/speech-api/v2/recognize"
+    key: str | None = runtime(None)  # None: the public key SpeechRecognition ships
+    timeout_s: float = runtime(30.0)
+
+    def problems(self) -> list[str]:
+        return [] if self.timeout_s > 0 else ["asr.google.timeout_s must be > 0"]
+
+
+@dataclass(frozen=True)
+class AsrConfig(Section):
+    """Transcription; `backend` names one of the sub-sections, which hold that backend's options."""
+
+    chosen_by: ClassVar[str | None] = "backend"
+
+    backend: str = "google"
     language: str = "ar-EG"  # BCP-47
     model: str | None = None  # whisper: name or local path (default tiny.en is English-only)
-    google_endpoint: str = "http://www.google.com/speech-api/v2/recognize"
-    google_key: str | None = None  # None: the public key SpeechRecognition ships
-    timeout_s: float = 30.0
-    whisper_compute_type: str = "int8"
-    whisper_beam_size: int = 5
-    whisper_threads: int = 0  # 0: one per usable CPU core
-    retries: int = 3  # transient failures are retried this many times
-    retry_delay_s: float = 2.0  # first delay; doubles each retry
+    whisper: WhisperOptions = field(default_factory=WhisperOptions)
+    google: GoogleOptions = field(default_factory=GoogleOptions)
+    retries: int = runtime(3)  # transient failures are retried this many times
+    retry_delay_s: float = runtime(2.0)  # first delay; doubles each retry
+
+    @classmethod
+    def backends(cls) -> tuple[str, ...]:
+        return tuple(sorted(sub_sections(cls())))
+
+    @property
+    def options(self) -> Section:
+        """The chosen backend's own sub-section."""
+        return getattr(self, self.backend)
+
+    def problems(self) -> list[str]:
+        return [message for ok, message in [
+            (self.backend in self.backends(),
+             f"asr.backend must be one of {list(self.backends())}, got {self.backend!r}"),
+            (self.retries >= 0, "asr.retries must be >= 0"),
+        ] if not ok]
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    runner: str = "threads"  # threads | dask
-    workers: int = 4  # segments processed concurrently (threads, or local Dask workers)
-    dask_address: str | None = None  # tcp://scheduler:8786 of a Dask cluster; None: a local cluster
-    retries: int = 2  # retries of media steps (download, decoding) on transient failure
-    retry_delay_s: float = 1.0
+class RunConfig(Section):
+    """How a run is carried out; nothing here changes a result."""
+
+    runner: str = runtime("threads")  # threads | dask
+    workers: int = runtime(4)  # segments processed concurrently (threads, or local Dask workers)
+    dask_address: str | None = runtime(None)  # tcp://scheduler:8786 of a Dask cluster; None: a local cluster
+    retries: int = runtime(2)  # retries of media steps (download, decoding) on transient failure
+    retry_delay_s: float = runtime(1.0)
+
+    def problems(self) -> list[str]:
+        return [message for ok, message in [
+            (self.workers >= 1, "run.workers must be >= 1"),
+            (self.runner in ("threads", "dask"), f"run.runner must be threads or dask, got {self.runner!r}"),
+            (self.retries >= 0, "run.retries must be >= 0"),
+        ] if not ok]
+
+
+# Sections of stages added from outside the core (name -> section class), see `register_section`.
+_registered_sections: dict[str, type[Section]] = {}
 
 
 @dataclass(frozen=True)
@@ -114,9 +226,27 @@ class Config:
     clips: ClipConfig = field(default_factory=ClipConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    added: Mapping[str, Section] = field(default_factory=dict)  # registered sections, by name
+
+    CORE: ClassVar[tuple[str, ...]] = ("acquire", "audio", "vad", "speakers", "faces", "clips", "asr", "run")
+
+    def __post_init__(self) -> None:
+        missing = {name: cls() for name, cls in _registered_sections.items() if name not in self.added}
+        if missing:
+            object.__setattr__(self, "added", {**self.added, **missing})
+
+    def section(self, name: str) -> Section:
+        return getattr(self, name) if name in self.CORE else self.added[name]
+
+    def sections(self) -> dict[str, Section]:
+        return {name: self.section(name) for name in (*self.CORE, *sorted(self.added))}
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        return {name: dataclasses.asdict(section) for name, section in self.sections().items()}
+
+    def cache_view(self) -> dict[str, dict[str, Any]]:
+        """Every option that changes a result, by section."""
+        return {name: cache_view(section) for name, section in self.sections().items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Config":
@@ -131,6 +261,13 @@ class Config:
             config = merge(config, overrides)
         validate(config)
         return config
+
+
+def register_section(name: str, section: type[Section]) -> None:
+    """Make `[name]` a config section of its own (for a stage added from outside the core)."""
+    if name in Config.CORE or name == "added":
+        raise ValueError(f"{name!r} is a core config section")
+    _registered_sections[name] = section
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -155,61 +292,73 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
+# Options that moved, with where they are now: named in the error, so old config files are easy to fix.
+MOVED = {"asr.google_endpoint": "asr.google.endpoint", "asr.google_key": "asr.google.key",
+         "asr.timeout_s": "asr.google.timeout_s", "asr.whisper_compute_type": "asr.whisper.compute_type",
+         "asr.whisper_beam_size": "asr.whisper.beam_size", "asr.whisper_threads": "asr.whisper.threads",
+         "clips.jpeg_quality": "faces.jpeg_quality"}
+
+
 def merge(config: Config, data: dict[str, Any]) -> Config:
     """A copy of `config` with the sections and options in `data` replaced (unknown names are errors)."""
-    sections = {}
+    core, added = {}, dict(config.added)
     for section_name, options in data.items():
-        section = _pick(section_name, {f.name for f in dataclasses.fields(Config)}, "config section")
-        if not isinstance(options, dict):
-            raise ConfigError(f"config section [{section}] must hold options, got {options!r}")
-        current = getattr(config, section)
-        types = get_type_hints(type(current))
-        changes = {}
-        for name, value in options.items():
-            option = _pick(name, set(types), f"option of [{section}]")
-            changes[option] = _coerce(f"{section}.{option}", value, types[option])
-        sections[section] = dataclasses.replace(current, **changes)
-    return dataclasses.replace(config, **sections)
+        name = _pick(section_name, set(config.sections()), "config section")
+        merged = _merge_section(name, config.section(name), options)
+        if name in Config.CORE:
+            core[name] = merged
+        else:
+            added[name] = merged
+    return dataclasses.replace(config, **core, added=added)
+
+
+def _merge_section(path: str, current: Section, options: Any) -> Section:
+    if not isinstance(options, dict):
+        raise ConfigError(f"config section [{path}] must hold options, got {options!r}")
+    types = get_type_hints(type(current))
+    changes = {}
+    for name, value in options.items():
+        if f"{path}.{name}" in MOVED:
+            raise ConfigError(f"{path}.{name} is now {MOVED[path + '.' + name]}")
+        option = _pick(name, {f.name for f in dataclasses.fields(current)}, f"option of [{path}]")
+        inner = getattr(current, option)
+        if isinstance(inner, Section):
+            changes[option] = _merge_section(f"{path}.{option}", inner, value)
+        else:
+            changes[option] = _coerce(f"{path}.{option}", value, types[option])
+    return dataclasses.replace(current, **changes)
 
 
 def parse_override(text: str) -> dict[str, Any]:
-    """`faces.fps=2` -> {"faces": {"fps": "2"}} (values are coerced by `merge`)."""
+    """`faces.fps=2` -> {"faces": {"fps": "2"}}; `asr.whisper.beam_size=1` nests one level more
+    (values are coerced by `merge`)."""
     key, sep, value = text.partition("=")
-    section, dot, option = key.strip().partition(".")
-    if not sep or not dot or not option:
+    names = [name.strip() for name in key.split(".")]
+    if not sep or len(names) < 2 or not all(names):
         raise ConfigError(f"--set takes SECTION.OPTION=VALUE, e.g. faces.fps=2; got {text!r}")
-    return {section: {option: value.strip()}}
+    nested: Any = value.strip()
+    for name in reversed(names):
+        nested = {name: nested}
+    return nested
 
 
 def deep_update(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    for section, options in extra.items():
-        base.setdefault(section, {}).update(options)
+    for name, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(name), dict):
+            deep_update(base[name], value)
+        else:
+            base[name] = value
     return base
 
 
 def validate(config: Config) -> None:
-    from tasks.transcribe import BACKENDS
+    """Raise ConfigError with the first problem that any section (or sub-section) reports."""
+    def problems(section: Section) -> list[str]:
+        return [*section.problems(), *(p for inner in sub_sections(section).values() for p in problems(inner))]
 
-    checks = [
-        (config.asr.backend in BACKENDS, f"asr.backend must be one of {sorted(BACKENDS)}, got {config.asr.backend!r}"),
-        (config.vad.aggressiveness in (0, 1, 2, 3), "vad.aggressiveness must be 0, 1, 2 or 3"),
-        (config.vad.frame_ms in (10, 20, 30), "vad.frame_ms must be 10, 20 or 30 (webrtcvad frame sizes)"),
-        (config.audio.sample_rate in (8000, 16000, 32000, 48000), "audio.sample_rate must be 8000, 16000, 32000 or 48000 (webrtcvad rates)"),
-        (0 < config.vad.min_segment_s <= config.vad.max_segment_s, "need 0 < vad.min_segment_s <= vad.max_segment_s"),
-        (config.vad.min_silence_s >= 0, "vad.min_silence_s must be >= 0"),
-        (config.faces.fps > 0 and config.faces.max_frames >= 1, "faces.fps must be > 0 and faces.max_frames >= 1"),
-        (0 < config.faces.scale <= 1, "faces.scale must be in (0, 1]"),
-        (config.faces.batch_size >= 1 and config.faces.chunk_segments >= 1,
-         "faces.batch_size and faces.chunk_segments must be >= 1"),
-        (-1 <= config.speakers.similarity_threshold <= 1, "speakers.similarity_threshold must be in [-1, 1]"),
-        (config.speakers.window_s > 0 and config.speakers.hop_s > 0, "speakers.window_s and hop_s must be > 0"),
-        (config.run.workers >= 1, "run.workers must be >= 1"),
-        (config.run.runner in ("threads", "dask"), f"run.runner must be threads or dask, got {config.run.runner!r}"),
-        (config.asr.retries >= 0 and config.run.retries >= 0, "retries must be >= 0"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
+    for section in config.sections().values():
+        if found := problems(section):
+            raise ConfigError(found[0])
 
 
 def _pick(name: str, known: set[str], what: str) -> str:

@@ -1,7 +1,7 @@
 """The temporary Prefect server of a run that names no PREFECT_API_URL.
 
 Left to itself, Prefect starts this server at the first flow call, after importing its whole server
-API into the calling process (1.6 s and 80 MiB), and waits 3-4 s for it. `TemporaryServer` runs the
+API into the calling process, and waits for it (BENCHMARKS.md has the times). `TemporaryServer` runs the
 same server (Prefect's `create_app` under uvicorn, ephemeral services, no UI) as soon as the CLI
 has parsed its arguments, so it comes up on the other core while Prefect and the steps are
 imported and the model loads; the flow then talks to it through `temporary_settings`, as
@@ -45,7 +45,7 @@ class TemporaryServer:
 
     @classmethod
     def start_early(cls) -> "TemporaryServer | None":
-        """Started before this process imports Prefect (0.7 s), unless PREFECT_API_URL is in the
+        """Started before this process imports Prefect, unless PREFECT_API_URL is in the
         environment; `needed` then asks Prefect's own settings (profiles included)."""
         if os.environ.get("PREFECT_API_URL"):
             return None
@@ -73,7 +73,7 @@ class TemporaryServer:
     def start(self) -> None:
         self.port = free_port()
         # A server that lives for one run: no event feed to store for a UI and no automations to
-        # trigger (flow and task runs are still recorded; 15 % of the server's CPU), unless asked for.
+        # trigger (flow and task runs are still recorded), unless asked for.
         unused_services = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
                            "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"}
         env = {**unused_services, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
@@ -140,8 +140,8 @@ class TemporaryServer:
             yield
             return
         # No UI link in the log: this server serves no UI and is gone when the run ends. No flow run
-        # heartbeats: they let a standing server spot crashed runs, and each flow run waited up to
-        # 1 s at its end for the heartbeat thread to stop.
+        # heartbeats: they let a standing server spot crashed runs, and each flow run would wait at
+        # its end for the heartbeat thread to stop.
         updates = {PREFECT_API_URL: self.api_url, PREFECT_UI_URL: "", PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
         with temporary_settings(updates=updates):
             try:
@@ -163,7 +163,7 @@ def send_pending_logs_and_events() -> None:
 def create_app():
     """Prefect's server app for `TemporaryServer`, with `QuickRetries`, ending with the run's process.
 
-    Until the app exists (2-3 s of imports), SIGTERM ends the server at once: it has no database open
+    Until the app exists (while its imports run), SIGTERM ends the server at once: it has no database open
     and nothing to shut down yet. Under uvicorn's own handler it would wait until start-up is done, and
     so would a run that finds it has nothing to do and stops its server right away."""
     in_main_thread = threading.current_thread() is threading.main_thread()

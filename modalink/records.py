@@ -1,7 +1,8 @@
 """Plain dataclasses for everything that flows between steps, and the JSONL records of a dataset.
 
-`SegmentRecord` is one line of manifest.jsonl and follows segment.schema.json (a copy of the
-public dataset contract); `VideoRecord` is one line of videos.jsonl.
+`SegmentRecord` is one line of manifest.jsonl and follows segment.schema.json: the public dataset
+contract (dataset.schema.json, kept verbatim beside it) extended only by added fields, among them
+`custom`, where each added stage keeps its entry. `VideoRecord` is one line of videos.jsonl.
 """
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 SCHEMA_PATH = Path(__file__).with_name("segment.schema.json")
+CONTRACT_PATH = Path(__file__).with_name("dataset.schema.json")
 
 # Why a segment found in the audio is not in the manifest: each drop is counted under one reason.
+# Speech too short is the VAD's reason and a failed step's is DROP_ERROR; every other reason is
+# declared by the stage that gives it (`SegmentStage.drops`).
 DROP_TOO_SHORT = "too_short"
-DROP_NO_FACE = "no_face"
-DROP_REASONS = (DROP_TOO_SHORT, DROP_NO_FACE)
+DROP_ERROR = "error"  # a stage still failed after its retries (counted only when it happens)
 
 
 @dataclass(frozen=True)
@@ -102,17 +105,17 @@ class FaceResult:
 
 
 @dataclass(frozen=True)
-class SegmentMedia:
-    """Paths relative to the dataset root."""
+class SegmentFiles:
+    """A segment's clip, WAV clip and midpoint frame: paths relative to the dataset root."""
 
     video_clip: str
     audio_clip: str
     frame: str
 
 
-def media_paths(segment: Segment) -> SegmentMedia:
+def segment_files(segment: Segment) -> SegmentFiles:
     """Where a segment's files live, relative to the dataset root (the paper's file names)."""
-    return SegmentMedia(
+    return SegmentFiles(
         video_clip=f"video_clips/{segment.video_id}/segment_{segment.name}.mp4",
         audio_clip=f"audio_clips/{segment.video_id}/segment_{segment.name}.wav",
         frame=f"video_frames/{segment.video_id}/frame_{segment.name}.jpg",
@@ -148,31 +151,21 @@ class SegmentRecord:
     asr: dict[str, str | None]
     segment: str  # the paper's id inside the video, e.g. "9_0"
     frames_analysed: int
+    custom: dict[str, Any] = field(default_factory=dict)  # one entry per added stage, by its name
 
     @classmethod
-    def build(cls, video: Video, segment: Segment, faces: FaceResult, media: SegmentMedia,
-              transcript: Transcript, language: str) -> "SegmentRecord":
-        assert faces.active is not None, "a segment without a face is dropped, never recorded"
-        return cls(
-            segment_id=segment.segment_id,
-            video_id=video.video_id,
-            source=video.source,
-            start=round(segment.start, 3),
-            end=round(segment.end, 3),
-            duration=round(segment.duration, 3),
-            video_clip=media.video_clip,
-            audio_clip=media.audio_clip,
-            frame=media.frame,
-            active_face=_box(faces.active),
-            faces=[_box(face) for face in faces.faces],
-            transcript=transcript.text,
-            transcript_status=transcript.status,
-            transcript_error=transcript.error,
-            language=language,
-            asr={"backend": transcript.backend, "model": transcript.model},
-            segment=segment.name,
-            frames_analysed=faces.frames_analysed,
-        )
+    def build(cls, video: Video, segment: Segment, stage_fields: dict[str, Any]) -> "SegmentRecord":
+        """The record of a kept segment from the fields its stages gave (`SegmentStage.record_fields`)."""
+        return cls(segment_id=segment.segment_id, video_id=video.video_id, source=video.source,
+                   start=round(segment.start, 3), end=round(segment.end, 3), duration=round(segment.duration, 3),
+                   segment=segment.name, **stage_fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest line; `custom` only when a stage wrote into it."""
+        data = asdict(self)
+        if not data["custom"]:
+            del data["custom"]
+        return data
 
 
 @dataclass
@@ -193,17 +186,27 @@ class VideoRecord:
     speech_segments: int = 0  # from VAD, before speaker splitting
     segments_found: int = 0  # pieces after speaker splitting
     segments_kept: int = 0
-    segments_dropped: dict[str, int] = field(default_factory=lambda: {reason: 0 for reason in DROP_REASONS})
+    segments_dropped: dict[str, int] = field(default_factory=lambda: zero_drops())  # by reason
     transcription_failed: int = 0
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
-def _box(face: FaceBox) -> dict[str, float]:
+
+def zero_drops() -> dict[str, int]:
+    """A count of 0 for each drop reason a run may give: too_short, then each stage's in stage order."""
+    from modalink.stages import declared_drops
+
+    return {DROP_TOO_SHORT: 0, **{reason: 0 for reason in declared_drops()}}
+
+
+def face_box(face: FaceBox) -> dict[str, float]:
     return {"x": round(face.x, 1), "y": round(face.y, 1), "w": round(face.w, 1), "h": round(face.h, 1),
             "confidence": round(face.confidence, 4), "time": round(face.time, 3)}
 
 
 def to_json_line(record: Any) -> str:
-    data = asdict(record) if not isinstance(record, dict) else record
+    data = record if isinstance(record, dict) else record.to_dict() if hasattr(record, "to_dict") else asdict(record)
     return json.dumps(data, ensure_ascii=False, sort_keys=False)
 
 
@@ -219,17 +222,39 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return parse_jsonl(path.read_text(encoding="utf-8")) if path.exists() else []
 
 
-@lru_cache(maxsize=1)
-def segment_validator():
+def segment_schema(stage_schemas: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """segment.schema.json, with the `custom` sub-schemas of stages that declare theirs in code."""
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    custom = schema["properties"]["custom"].setdefault("properties", {})
+    for name, sub_schema in (stage_schemas or {}).items():
+        custom.setdefault(name, sub_schema)
+    return schema
+
+
+@lru_cache(maxsize=8)
+def _validator(schemas_json: str):
     import jsonschema
 
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(segment_schema(json.loads(schemas_json)))
+
+
+def segment_validator():
+    from modalink.stages import stage_schemas
+
+    return _validator(json.dumps(stage_schemas(), sort_keys=True))
 
 
 def validate_segment(record: dict[str, Any]) -> None:
     """Raise jsonschema.ValidationError when the record breaks the dataset contract."""
     segment_validator().validate(record)
+
+
+def contract_errors(records: Iterable[dict[str, Any]]) -> list[str]:
+    """Where records break the public dataset contract itself (dataset.schema.json)."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(json.loads(CONTRACT_PATH.read_text(encoding="utf-8")))
+    return [f"{r.get('segment_id')}: {e.message}" for r in records for e in validator.iter_errors(r)]
 
 
 def schema_errors(records: Iterable[dict[str, Any]]) -> list[str]:

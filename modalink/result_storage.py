@@ -54,6 +54,14 @@ class S3ResultStorage(WritableFileSystem):
         return await asyncio.to_thread(self.write_path, path, content)
 
 
+@functools.cache
+def _digest(files: tuple[Path, ...]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def result_storage_for(storage: DatasetStorage) -> Path | S3ResultStorage:
     """A folder for a local dataset; for S3, the block, saved on the Prefect server (flows and tasks
     take only saved blocks) under a name derived from the dataset's URL."""
@@ -76,10 +84,11 @@ def holds_no_cached_steps(storage: DatasetStorage) -> bool:
 
 class FinishedVideos:
     """The outcome of each video processed without an error, keyed by the video's content, the
-    config (all but the `run` section, which changes how, not what) and the code of the steps. A
-    re-run finds a finished video with one read instead of one cache lookup per step and segment."""
+    options that change results (the caller's `Config.cache_view`), the code of the steps and of
+    every registered stage. A re-run finds a finished video with one read instead of one cache
+    lookup per step and segment."""
 
-    CODE = ("flows/build.py", "tasks", "modalink/config.py", "modalink/records.py")
+    CODE = ("flows", "tasks", "modalink/config.py", "modalink/records.py", "modalink/stages.py", "modalink/wav.py")
 
     def __init__(self, result_storage: Path | WritableFileSystem, storage: DatasetStorage):
         from prefect.filesystems import LocalFileSystem
@@ -92,17 +101,16 @@ class FinishedVideos:
         self.reused = 0
 
     @staticmethod
-    @functools.cache
     def code_version() -> str:
-        root = Path(__file__).resolve().parents[1]
-        digest = hashlib.sha256()
-        for name in FinishedVideos.CODE:
-            for path in sorted((root / name).rglob("*.py")) if (root / name).is_dir() else [root / name]:
-                digest.update(path.read_bytes())
-        return digest.hexdigest()
+        from modalink.stages import segment_stages, source_files
 
-    def key(self, video_fingerprint: str, video_id: str, config: dict) -> str:
-        settings = {section: options for section, options in config.items() if section != "run"}
+        root = Path(__file__).resolve().parents[1]
+        files = [path for name in FinishedVideos.CODE
+                 for path in (sorted((root / name).rglob("*.py")) if (root / name).is_dir() else [root / name])]
+        files += [path for stage in segment_stages() for path in source_files(stage)]
+        return _digest(tuple(dict.fromkeys(path.resolve() for path in files)))
+
+    def key(self, video_fingerprint: str, video_id: str, settings: dict) -> str:
         text = json.dumps([video_fingerprint, video_id, settings, self.code_version()], sort_keys=True)
         return "finished-video-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 

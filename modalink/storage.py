@@ -15,7 +15,9 @@ import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 
 
@@ -183,12 +185,23 @@ class S3Storage(DatasetStorage):
         return {**self.__dict__, "_client": None}  # a boto3 client does not travel to Dask workers
 
 
-def write_atomically(target: Path, data: bytes) -> None:
-    """Written under a temporary name beside `target` and renamed: a reader never sees half a file."""
+@contextmanager
+def replaced_atomically(target: Path) -> Iterator[Path]:
+    """A temporary path beside `target`, with the same extension (so that a tool writing it picks the
+    same format), moved onto `target` when the block succeeds and removed when it fails: a reader
+    never sees half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, target)
+    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
+    try:
+        yield partial
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    with replaced_atomically(target) as partial:
+        partial.write_bytes(data)
 
 
 def open_storage(out: str) -> DatasetStorage:

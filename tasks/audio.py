@@ -7,19 +7,15 @@ silence so that audio time stays video time). Which pass produced the file is re
 from __future__ import annotations
 
 import logging
-import os
 import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import task
-
-from modalink.timing import timed
-
 from modalink.config import AudioConfig
 from modalink.ffmpeg_tools import FFmpegError, FFmpegKilled, ffmpeg
 from modalink.records import Video
-from tasks.base import CACHE_POLICY, MediaError, retry_unless_permanent
+from modalink.storage import replaced_atomically
+from tasks.base import MediaError, step
 
 log = logging.getLogger("modalink.audio")
 
@@ -33,36 +29,31 @@ class ExtractedAudio:
 
 
 def extract_audio(source: str, out_path: str, config: AudioConfig) -> ExtractedAudio:
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_suffix(".partial.wav")
     common = ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(config.sample_rate), "-c:a", "pcm_s16le", "-f", "wav"]
     fallback = False
-    try:
-        ffmpeg("-xerror", "-i", source, *common, str(partial))
-    except FFmpegKilled:
-        raise  # not damaged audio: the task's retries run the strict pass again
-    except FFmpegError as strict_error:
-        if not config.fallback:
-            raise MediaError(f"audio does not decode: {strict_error}") from None
-        log.warning("strict audio decoding failed for %s, using the error-tolerant fallback: %s", source, strict_error)
-        fallback = True
+    with replaced_atomically(Path(out_path)) as partial:
         try:
-            ffmpeg("-err_detect", "ignore_err", "-fflags", "+discardcorrupt+genpts", "-i", source,
-                   *common[:-2], "-af", "aresample=async=1:first_pts=0", "-f", "wav", str(partial))
-        except FFmpegError as tolerant_error:
-            raise MediaError(f"audio does not decode, even error-tolerantly: {tolerant_error}") from None
-    with wave.open(str(partial)) as wav:
-        frames, rate = wav.getnframes(), wav.getframerate()
-    if frames == 0:
-        partial.unlink(missing_ok=True)
-        raise MediaError("audio stream decodes to no samples")
-    os.replace(partial, out)
-    return ExtractedAudio(path=str(out), sample_rate=rate, duration=frames / rate, fallback=fallback)
+            ffmpeg("-xerror", "-i", source, *common, str(partial))
+        except FFmpegKilled:
+            raise  # not damaged audio: the task's retries run the strict pass again
+        except FFmpegError as strict_error:
+            if not config.fallback:
+                raise MediaError(f"audio does not decode: {strict_error}") from None
+            log.warning("strict audio decoding failed for %s, using the error-tolerant fallback: %s", source, strict_error)
+            fallback = True
+            try:
+                ffmpeg("-err_detect", "ignore_err", "-fflags", "+discardcorrupt+genpts", "-i", source,
+                       *common[:-2], "-af", "aresample=async=1:first_pts=0", "-f", "wav", str(partial))
+            except FFmpegError as tolerant_error:
+                raise MediaError(f"audio does not decode, even error-tolerantly: {tolerant_error}") from None
+        with wave.open(str(partial)) as wav:
+            frames, rate = wav.getnframes(), wav.getframerate()
+        if frames == 0:
+            raise MediaError("audio stream decodes to no samples")
+    return ExtractedAudio(path=str(Path(out_path)), sample_rate=rate, duration=frames / rate, fallback=fallback)
 
 
-@task(name="extract-audio", cache_policy=CACHE_POLICY, persist_result=True, retries=2, retry_delay_seconds=[1, 4],
-      retry_condition_fn=retry_unless_permanent, task_run_name="audio {video.video_id}")
+@step("extract-audio", timing="audio", run_name="audio {video.video_id}", retries=2)
 def extract_audio_task(video: Video, out_path: str, config: AudioConfig) -> ExtractedAudio:
-    with timed("audio"):
-        return extract_audio(video.path, out_path, config)
+    """Retried by the flow (`run.retries`) when ffmpeg was killed; damaged audio is a MediaError."""
+    return extract_audio(video.path, out_path, config)

@@ -7,73 +7,67 @@ when that step's result came from a cache without the file, ffmpeg takes it here
 """
 from __future__ import annotations
 
-import os
-import wave
 from pathlib import Path
 
-from prefect import task
-
-from modalink.timing import timed
-
-from modalink.config import AudioConfig, ClipConfig
+from modalink.config import ClipConfig, Config
 from modalink.ffmpeg_tools import ffmpeg
-from modalink.records import Segment, SegmentMedia, Video, media_paths
-from tasks.base import STAGED_CACHE_POLICY, retry_unless_permanent
+from modalink.records import Segment, SegmentFiles, Video, segment_files
+from modalink.stages import SegmentStage, register
+from modalink.storage import replaced_atomically
+from modalink.wav import read_span, write_wav
 
 
 def cut_wav(wav_path: str, start: float, end: float, out_path: Path) -> None:
-    with wave.open(wav_path) as source:
-        rate = source.getframerate()
-        first, last = int(round(start * rate)), int(round(end * rate))
-        source.setpos(min(first, source.getnframes()))
-        data = source.readframes(last - first)
-        params = source.getparams()
-    partial = out_path.with_name(out_path.name + ".partial")
-    with wave.open(str(partial), "wb") as clip:
-        clip.setparams(params)
-        clip.writeframes(data)
-    os.replace(partial, out_path)
+    with replaced_atomically(out_path) as partial:
+        write_wav(read_span(wav_path, start, end), str(partial))
 
 
 def write_clip(source: str, start: float, end: float, clip_path: Path, config: ClipConfig) -> None:
-    partial = clip_path.with_name(clip_path.stem + ".partial.mp4")
-    # One decoding thread: clips are written concurrently, and frame threads cost 6 % more CPU.
+    # One decoding thread: clips are written concurrently (BENCHMARKS.md).
     aac_coder = ["-aac_coder", config.aac_coder] if config.audio_codec == "aac" and config.aac_coder else []
-    ffmpeg(
-        "-threads", "1", "-ss", f"{start:.3f}", "-i", source,
-        "-map", "0:v:0", "-map", "0:a:0", "-t", f"{end - start:.3f}", "-c:v", config.video_codec, "-preset", config.preset,
-        "-crf", str(config.crf), "-pix_fmt", "yuv420p", "-c:a", config.audio_codec, *aac_coder, "-b:a", config.audio_bitrate,
-        "-movflags", "+faststart", str(partial),
-    )
-    os.replace(partial, clip_path)
+    with replaced_atomically(clip_path) as partial:
+        ffmpeg(
+            "-threads", "1", "-ss", f"{start:.3f}", "-i", source,
+            "-map", "0:v:0", "-map", "0:a:0", "-t", f"{end - start:.3f}", "-c:v", config.video_codec,
+            "-preset", config.preset, "-crf", str(config.crf), "-pix_fmt", "yuv420p", "-c:a", config.audio_codec,
+            *aac_coder, "-b:a", config.audio_bitrate, "-movflags", "+faststart", str(partial),
+        )
 
 
-def write_frame(source: str, at: float, frame_path: Path, config: ClipConfig) -> None:
+def write_frame(source: str, at: float, frame_path: Path, jpeg_quality: int) -> None:
     """The frame shown at `at` as a JPEG, from an accurate seek."""
-    partial = frame_path.with_name(frame_path.stem + ".partial.jpg")
-    ffmpeg("-threads", "1", "-ss", f"{at:.3f}", "-i", source, "-map", "0:v:0", "-frames:v", "1",
-           "-q:v", str(config.jpeg_quality), str(partial))
-    os.replace(partial, frame_path)
+    with replaced_atomically(frame_path) as partial:
+        ffmpeg("-threads", "1", "-ss", f"{at:.3f}", "-i", source, "-map", "0:v:0", "-frames:v", "1",
+               "-q:v", str(jpeg_quality), str(partial))
 
 
-def write_segment_media(video: Video, segment: Segment, wav_path: str, dataset_dir: str,
-                        config: ClipConfig) -> SegmentMedia:
-    media = media_paths(segment)
-    root = Path(dataset_dir)
-    for relative in (media.video_clip, media.audio_clip, media.frame):
-        (root / relative).parent.mkdir(parents=True, exist_ok=True)
-    write_clip(video.path, segment.start, segment.end, root / media.video_clip, config)
-    cut_wav(wav_path, segment.start, segment.end, root / media.audio_clip)
-    if not (root / media.frame).is_file():  # the face step writes it, unless its result came from a cache
-        write_frame(video.path, segment.midpoint, root / media.frame, config)
-    return media
+def write_segment_media(video: Video, segment: Segment, soundtrack: str, staging_dir: str,
+                        config: ClipConfig, jpeg_quality: int = 2) -> SegmentFiles:
+    files = segment_files(segment)
+    root = Path(staging_dir)
+    write_clip(video.path, segment.start, segment.end, root / files.video_clip, config)
+    cut_wav(soundtrack, segment.start, segment.end, root / files.audio_clip)
+    if not (root / files.frame).is_file():  # the face step writes it, unless its result came from a cache
+        write_frame(video.path, segment.midpoint, root / files.frame, jpeg_quality)
+    return files
 
 
-@task(name="write-media", cache_policy=STAGED_CACHE_POLICY, persist_result=True, retries=2, retry_delay_seconds=[1, 4],
-      retry_condition_fn=retry_unless_permanent, task_run_name="media {segment.video_id} {segment.name}")
-def write_segment_media_task(video: Video, segment: Segment, wav_path: str, dataset_dir: str,
-                             config: ClipConfig, audio_config: AudioConfig) -> SegmentMedia:
-    """Called only for a segment that shows a face, once the flow has the soundtrack at `wav_path`.
-    `audio_config` made that soundtrack: it is part of the cache key, which leaves out the path."""
-    with timed("clips"):
-        return write_segment_media(video, segment, wav_path, dataset_dir, config)
+@register
+class MediaStage(SegmentStage):
+    """The clip, the WAV clip (cut from the soundtrack: `audio` is part of the key) and, when the
+    face step left none, the midpoint frame."""
+
+    name = "media"
+    section = "clips"
+    also_reads = ("audio",)
+    timing = "clips"
+
+    def options(self, config: Config) -> tuple[ClipConfig, int]:
+        return config.clips, config.faces.jpeg_quality
+
+    def run(self, item, options: tuple[ClipConfig, int]) -> SegmentFiles:
+        clips, jpeg_quality = options
+        return write_segment_media(item.video, item.segment, item.soundtrack, item.staging_dir, clips, jpeg_quality)
+
+    def record_fields(self, result: SegmentFiles, options) -> dict:
+        return {"video_clip": result.video_clip, "audio_clip": result.audio_clip, "frame": result.frame}

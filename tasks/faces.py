@@ -10,7 +10,7 @@ back to pixels of the source video. A segment with no face is dropped by the flo
 face, the frame at its midpoint, taken in the same pass, is written as its JPEG frame.
 
 The decoding lives in `tasks.faces_decoding`, MTCNN and what makes it faster in `tasks.faces_mtcnn`;
-this module puts them together for a chunk of segments and is the step's Prefect task.
+this module puts them together for a chunk of segments and registers the step as the first stage.
 """
 from __future__ import annotations
 
@@ -19,15 +19,16 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
-from prefect import task
 
 from modalink.config import FaceConfig
-from modalink.records import FaceBox, FaceResult, MediaInfo, Segment, Video, media_paths
+from modalink.records import FaceBox, FaceResult, MediaInfo, Segment, Video, face_box, segment_files
+from modalink.stages import Drop, SegmentStage, register
 from modalink.storage import write_atomically
 from modalink.timing import usable_cores
-from tasks.base import STAGED_CACHE_POLICY, retry_unless_permanent
 from tasks.faces_decoding import as_rgb, batches_in_background, encode_jpeg, frames_at, scaled_size
-from tasks.faces_mtcnn import detect_in_frames
+from tasks.faces_mtcnn import detect_in_frames, get_detector
+
+DROP_NO_FACE = "no_face"
 
 # Chunks decoded and analysed at once in a process: one per core keeps the cores busy and memory flat.
 _chunk_slots = threading.BoundedSemaphore(usable_cores())
@@ -56,21 +57,20 @@ def to_source_box(detection: dict, time: float, scale_x: float, scale_y: float, 
                    confidence=float(detection["confidence"]), time=time)
 
 
-def detect_faces_in_segments(video: Video, media: MediaInfo, segments: Sequence[Segment], config: FaceConfig,
-                             dataset_dir: str | None = None, jpeg_quality: int = 2) -> list[FaceResult]:
+def detect_faces_in_segments(video: Video, media_info: MediaInfo, segments: Sequence[Segment], config: FaceConfig,
+                             staging_dir: str | None = None) -> list[FaceResult]:
     """One FaceResult per segment, in order: one decoding pass over the chunk, MTCNN in batches.
 
-    With `dataset_dir`, the same pass takes each segment's midpoint frame, and those of the segments
-    with a face are written there as their JPEG frames (a second decode per clip, in ffmpeg, cost
-    about 10 % of the clip's CPU)."""
+    With `staging_dir`, the same pass takes each segment's midpoint frame, and those of the segments
+    with a face are written there as their JPEG frames (`config.jpeg_quality`)."""
     face_times = [(t, k) for k, s in enumerate(segments) for t in frame_times(s.start, s.end, config.fps, config.max_frames)]
-    midpoints = [(s.midpoint, k) for k, s in enumerate(segments)] if dataset_dir is not None else []
+    midpoints = [(s.midpoint, k) for k, s in enumerate(segments)] if staging_dir is not None else []
     requests = sorted([(t, k, False) for t, k in face_times] + [(t, k, True) for t, k in midpoints])
-    size = scaled_size(media.width, media.height, config.scale)
-    scale_x, scale_y = media.width / size[0], media.height / size[1]
+    size = scaled_size(media_info.width, media_info.height, config.scale)
+    scale_x, scale_y = media_info.width / size[0], media_info.height / size[1]
     found: list[list[FaceBox]] = [[] for _ in segments]
     analysed = [0] * len(segments)
-    # Encoded as soon as decoded, also for segments that turn out to have no face (about 10 ms each):
+    # Encoded as soon as decoded, also for segments that turn out to have no face (a few ms each):
     # a few JPEGs wait for MTCNN instead of full frames, whatever the resolution. Filled by the
     # decoding thread; read once it has finished.
     jpegs: dict[int, bytes] = {}
@@ -79,7 +79,7 @@ def detect_faces_in_segments(video: Video, media: MediaInfo, segments: Sequence[
         for wanted, frame in frames_at(video.path, [t for t, _, _ in requests]):
             t, k, is_midpoint = requests[wanted]
             if is_midpoint:
-                jpegs[k] = encode_jpeg(frame, jpeg_quality)
+                jpegs[k] = encode_jpeg(frame, config.jpeg_quality)
             else:
                 yield (t, k), frame
 
@@ -93,11 +93,11 @@ def detect_faces_in_segments(video: Video, media: MediaInfo, segments: Sequence[
                     if detection["confidence"] >= config.min_confidence and box.w > 0 and box.h > 0:
                         found[k].append(box)
     results = [pick_active_face(boxes, n) for boxes, n in zip(found, analysed)]
-    if dataset_dir is not None:
+    if staging_dir is not None:
         for k, (segment, result) in enumerate(zip(segments, results)):
             if result.active is None:
                 continue
-            frame_path = Path(dataset_dir) / media_paths(segment).frame
+            frame_path = Path(staging_dir) / segment_files(segment).frame
             if k in jpegs:
                 write_atomically(frame_path, jpegs[k])
             else:  # the video ended before the midpoint: the media step says so
@@ -105,20 +105,36 @@ def detect_faces_in_segments(video: Video, media: MediaInfo, segments: Sequence[
     return results
 
 
-def detect_faces(video: Video, media: MediaInfo, segment: Segment, config: FaceConfig) -> FaceResult:
-    return detect_faces_in_segments(video, media, [segment], config)[0]
+def detect_faces(video: Video, media_info: MediaInfo, segment: Segment, config: FaceConfig) -> FaceResult:
+    return detect_faces_in_segments(video, media_info, [segment], config)[0]
 
 
-def chunked(segments: Sequence[Segment], size: int) -> list[list[Segment]]:
-    """Consecutive segments in groups of `size`: the unit of one face-detection task."""
-    return [list(segments[i:i + size]) for i in range(0, len(segments), max(1, size))]
+@register
+class FacesStage(SegmentStage):
+    """Faces per chunk of segments (`faces.chunk_segments`); a segment with none is dropped. Also writes
+    the midpoint frames of the segments with a face into the staging folder (a result cached
+    elsewhere leaves them to the media stage)."""
 
+    name = "faces"
+    section = "faces"
+    drops = (DROP_NO_FACE,)
+    per_chunk = True
+    timing = ""  # timed inside, as "frames" (decoding) and "faces" (MTCNN)
+    packages = ("mtcnn", "tensorflow-cpu")
+    code = ("tasks.faces_decoding", "tasks.faces_mtcnn")
 
-@task(name="detect-faces", cache_policy=STAGED_CACHE_POLICY, persist_result=True, retries=1,
-      retry_condition_fn=retry_unless_permanent,
-      task_run_name="faces {video.video_id}")
-def detect_faces_task(video: Video, media: MediaInfo, segments: list[Segment], config: FaceConfig, dataset_dir: str,
-                      jpeg_quality: int) -> list[FaceResult]:
-    """Also writes the midpoint frames of the segments with a face into `dataset_dir` (left out of the
-    cache key: a result cached elsewhere leaves them to the media step)."""
-    return detect_faces_in_segments(video, media, segments, config, dataset_dir, jpeg_quality)
+    def chunk_size(self, config) -> int:
+        return config.faces.chunk_segments
+
+    def preload(self, config) -> None:
+        get_detector()
+
+    def run_chunk(self, items, options: FaceConfig) -> list[FaceResult | Drop]:
+        first = items[0]
+        found = detect_faces_in_segments(first.video, first.media_info, [item.segment for item in items], options,
+                                         first.staging_dir)
+        return [result if result.active is not None else Drop(DROP_NO_FACE) for result in found]
+
+    def record_fields(self, result: FaceResult, options) -> dict:
+        return {"active_face": face_box(result.active), "faces": [face_box(face) for face in result.faces],
+                "frames_analysed": result.frames_analysed}

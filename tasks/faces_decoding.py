@@ -68,7 +68,7 @@ def frames_at(path: str, times: Sequence[float], skip_unused: bool = True) -> It
         if not container.streams.video:
             raise MediaError("no video stream")
         stream = container.streams.video[0]
-        # One thread: this decoder runs beside MTCNN, and frame threads cost 25 % more CPU in all.
+        # One thread: this decoder runs beside MTCNN, and frame threads cost more CPU in all (BENCHMARKS.md).
         stream.thread_type = "NONE"
         origin = (container.start_time or 0) / 1_000_000  # what ffmpeg's -ss counts from
         wanted_at = [origin + t - 1e-3 for t in times]  # a frame at or after this serves that time
@@ -153,7 +153,7 @@ def encode_jpeg(frame, quality: int) -> bytes:
     encoder = av.CodecContext.create("mjpeg", "w")
     encoder.width, encoder.height, encoder.pix_fmt = frame.width, frame.height, "yuvj420p"
     encoder.time_base = Fraction(1, 25)
-    encoder.thread_count = 1  # with slice threads the encoder leaves out its optimal Huffman tables (+12 % bytes)
+    encoder.thread_count = 1  # with slice threads the encoder leaves out its optimal Huffman tables (larger files)
     encoder.options = {"qmin": str(quality), "qmax": str(quality)}
     packets = encoder.encode(frame.reformat(format="yuvj420p")) + encoder.encode(None)
     return b"".join(bytes(packet) for packet in packets)

@@ -13,8 +13,8 @@ from modalink.config import FaceConfig
 from modalink.timing import timed
 
 # TensorFlow threads per MTCNN call. Batches already run one per core (`tasks.faces._chunk_slots`),
-# and MTCNN is many small ops: one thread each measured 10-15 % less time and CPU than TensorFlow's
-# default of one per core (96 frames, two batches of 8 at a time: 3.15-3.51 s -> 2.77-3.10 s).
+# and MTCNN is many small ops: one thread each beats TensorFlow's default of one per core
+# (BENCHMARKS.md).
 TF_THREADS_PER_CALL = 1
 
 _detector = None
@@ -45,9 +45,9 @@ def get_detector():
 def compile_stage_networks(detector) -> None:
     """Run P-Net, R-Net and O-Net as TensorFlow graphs instead of eagerly, layer by Keras layer.
 
-    The networks are small, so calling them eagerly is mostly Python and op dispatch: as graphs
-    (traced once per input shape, shapes relaxed after a few) 96 frames took 2.9 s instead of 4.2 s
-    on one thread, with identical boxes and confidences (`tests/test_faces.py` checks it)."""
+    The networks are small, so calling them eagerly is mostly Python and op dispatch; as graphs
+    (traced once per input shape, shapes relaxed after a few) they are faster (BENCHMARKS.md), with
+    identical boxes and confidences (`tests/test_faces.py` checks it)."""
     import tensorflow as tf
 
     for stage in getattr(detector, "stages", []):
@@ -60,10 +60,10 @@ class PaddedBatches:
     """An MTCNN stage network called on batches padded with zeros to a power of two (at least 16).
 
     R-Net and O-Net see one patch per candidate box, a different count on nearly every call, and
-    TensorFlow's oneDNN kernels keep a compiled primitive per input shape: over 400 new frames the
-    process grew from 914 to 1166 MiB and kept growing. With padding only a handful of shapes exist
-    and it stayed at 924-937 MiB after the first 80 frames, in the same time, with identical boxes
-    and confidences (each patch is computed on its own; `tests/test_faces.py` checks it)."""
+    TensorFlow's oneDNN kernels keep a compiled primitive per input shape, so memory grows with every
+    new count. With padding only a handful of shapes exist and memory stays flat (BENCHMARKS.md), in
+    the same time, with identical boxes and confidences (each patch is computed on its own;
+    `tests/test_faces.py` checks it)."""
 
     def __init__(self, model, least: int = 16):
         self.model, self.least = model, least

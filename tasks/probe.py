@@ -1,13 +1,9 @@
 """Step 2, probe: read a video's streams with ffprobe and refuse, with a clear reason, what cannot be used."""
 from __future__ import annotations
 
-from prefect import task
-
-from modalink.timing import timed
-
 from modalink.ffmpeg_tools import FFmpegError, ffprobe_json
 from modalink.records import MediaInfo, Video
-from tasks.base import CACHE_POLICY, MediaError, retry_unless_permanent
+from tasks.base import MediaError, step
 
 
 def probe(path: str) -> MediaInfo:
@@ -55,8 +51,6 @@ def _rate(value) -> float:
     return _number(numerator) / (_number(denominator) or 1.0)
 
 
-@task(name="probe", cache_policy=CACHE_POLICY, persist_result=True, retries=1,
-      retry_condition_fn=retry_unless_permanent, task_run_name="probe {video.video_id}")
+@step("probe", timing="probe", run_name="probe {video.video_id}", retries=1)
 def probe_task(video: Video) -> MediaInfo:
-    with timed("probe"):
-        return probe(video.path)
+    return probe(video.path)

@@ -1,9 +1,9 @@
 """Step 9, records: manifest.jsonl, videos.jsonl, the run summary and the error log of a dataset.
 
-Media is published before the records that point at it, and each record file is replaced atomically
-(written beside, then moved), so a reader never sees a record whose files are missing. Records
-of videos processed in this run replace that video's earlier records; other videos' records stay,
-so re-running never duplicates a segment.
+Media is published before the records that point at it, and every export is replaced atomically
+(written beside, then moved), manifest.jsonl last, so a reader never sees a record whose files
+are missing. Records of videos processed in this run replace that video's earlier records; other
+videos' records stay, so re-running never duplicates a segment.
 """
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ import json
 import threading
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from modalink.exports import DatasetRecords, Exporter, exporters, register_exporter
 from modalink.records import MEDIA_FIELDS, SegmentRecord, VideoRecord, parse_jsonl, to_json_line, validate_segment
 from modalink.storage import DatasetStorage
 from modalink.timing import timed
-
 
 MANIFEST = "manifest.jsonl"
 VIDEOS = "videos.jsonl"
@@ -38,28 +37,61 @@ def merged_lines(existing: list[dict[str, Any]], key: str, replaced_videos: set[
     return list(by_key.values())
 
 
-def publish_records(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord]) -> tuple[int, int]:
-    """Validate the new segment records, publish their media, then replace videos.jsonl and, last,
-    manifest.jsonl. Returns the line counts of both."""
+def merged_records(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord]) -> DatasetRecords:
+    """The dataset's published records with this run's in place of its videos' earlier ones.
+    Raises ValueError when a published record file does not parse."""
+    processed = {v.video_id for v in videos}
+    manifest = merged_lines(parse_jsonl(storage.read_text(MANIFEST)), "segment_id", processed,
+                            (r.to_dict() for r in segments))
+    manifest.sort(key=lambda r: (r["video_id"], r["start"]))
+    video_lines = merged_lines(parse_jsonl(storage.read_text(VIDEOS)), "video_id", processed,
+                               (v.to_dict() for v in videos))
+    return DatasetRecords(manifest, video_lines, frozenset(processed))
+
+
+def publish_media(storage: DatasetStorage, segments: list[SegmentRecord]) -> None:
+    """Validate the new segment records, then publish the files they point at."""
     staging = storage.staging_dir()
-    new_segments = [asdict(r) for r in segments]
-    for record in new_segments:
+    records = [r.to_dict() for r in segments]
+    for record in records:
         validate_segment(record)
-    for record in new_segments:
+    for record in records:
         for field in MEDIA_FIELDS:
             staged = staging / record[field]
             if staged.is_file():
                 storage.put_file(staged, record[field])
             elif not storage.exists(record[field]):  # staged elsewhere: a cached step from another machine
                 raise FileNotFoundError(f"{record['segment_id']}: {field} {record[field]} was not written")
-    processed = {v.video_id for v in videos}
-    manifest = merged_lines(parse_jsonl(storage.read_text(MANIFEST)), "segment_id", processed, new_segments)
-    manifest.sort(key=lambda r: (r["video_id"], r["start"]))
-    video_lines = merged_lines(parse_jsonl(storage.read_text(VIDEOS)), "video_id", processed,
-                               (asdict(v) for v in videos))
-    storage.put_text_atomically(VIDEOS, "".join(to_json_line(v) + "\n" for v in video_lines))
-    storage.put_text_atomically(MANIFEST, "".join(to_json_line(r) + "\n" for r in manifest))
-    return len(manifest), len(video_lines)
+
+
+def publish_records(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord]) -> tuple[int, int]:
+    """Media first, then every export in order (manifest.jsonl last). Returns the line counts of
+    manifest.jsonl and videos.jsonl."""
+    publish_media(storage, segments)
+    records = merged_records(storage, segments, videos)
+    for exporter in exporters():
+        exporter.write(storage, records)
+    return len(records.segments), len(records.videos)
+
+
+def jsonl(lines: list[dict[str, Any]]) -> str:
+    return "".join(to_json_line(line) + "\n" for line in lines)
+
+
+@register_exporter
+class VideosExport(Exporter):
+    name, order = "videos.jsonl", 10
+
+    def render(self, records: DatasetRecords) -> dict[str, str]:
+        return {VIDEOS: jsonl(records.videos)}
+
+
+@register_exporter
+class ManifestExport(Exporter):
+    name, order = "manifest.jsonl", 1_000_000  # last: readers take it as the sign that all is there
+
+    def render(self, records: DatasetRecords) -> dict[str, str]:
+        return {MANIFEST: jsonl(records.segments)}
 
 
 def write_summary(storage: DatasetStorage, summary: dict[str, Any]) -> None:

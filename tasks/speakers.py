@@ -2,31 +2,26 @@
 
 MFCCs (librosa) are computed once per segment on 10 ms hops; each `window_s` window (every
 `hop_s`) is summarised by its mean MFCC vector, without c0 by default: c0 is log energy, and
-left in it makes every pair of windows look alike (on a real splice of two speakers the
-similarity at the change is 0.86 without c0 and 0.98 with it). Where the cosine similarity of two consecutive
-windows falls below `similarity_threshold`, a cut is placed at the centre of the later window,
+left in it makes every pair of windows look alike (tests/test_speakers.py splices two speakers).
+Where the cosine similarity of two consecutive windows falls below `similarity_threshold`, a cut is placed at the centre of the later window,
 provided both sides keep at least `min_piece_s`. Pieces are named like the paper: 9_0, 9_1, ...
 """
 from __future__ import annotations
 
-import wave
-
 import numpy as np
-from prefect import task
-
-from modalink.timing import timed
 
 from modalink.config import SpeakerConfig
 from modalink.records import Segment, Span, Video
+from modalink.wav import read_span
 from tasks.audio import ExtractedAudio
-from tasks.base import CACHE_POLICY
+from tasks.base import step
 
 MFCC_HOP_S = 0.010
 MFCC_WINDOW_S = 0.025
 
 
 def load_mfcc() -> None:
-    """Import librosa's MFCC code: about 1.3 s, nearly all of it scipy.signal."""
+    """Import librosa's MFCC code (slow: nearly all of it is scipy.signal's import)."""
     import librosa
 
     librosa.feature.mfcc  # noqa: B018 - librosa imports its submodules on first attribute access
@@ -66,13 +61,9 @@ def speaker_change_cuts(samples: np.ndarray, sample_rate: int, config: SpeakerCo
 
 
 def read_samples(wav_path: str, span: Span) -> tuple[np.ndarray, int]:
-    """The samples of one span as float32 in [-1, 1], read by seeking (not loading the whole file)."""
-    with wave.open(wav_path) as wav:
-        rate = wav.getframerate()
-        first = int(round(span.start * rate))
-        wav.setpos(min(first, wav.getnframes()))
-        data = wav.readframes(int(round(span.end * rate)) - first)
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0, rate
+    """The samples of one span as float32 in [-1, 1], and the sample rate."""
+    found = read_span(wav_path, span.start, span.end)
+    return found.samples(), found.rate
 
 
 def split_speakers(video_id: str, wav_path: str, spans: tuple[Span, ...], config: SpeakerConfig) -> list[Segment]:
@@ -84,7 +75,6 @@ def split_speakers(video_id: str, wav_path: str, spans: tuple[Span, ...], config
     return segments
 
 
-@task(name="split-speakers", cache_policy=CACHE_POLICY, persist_result=True, task_run_name="speakers {video.video_id}")
+@step("split-speakers", timing="speaker_split", run_name="speakers {video.video_id}")
 def split_speakers_task(video: Video, audio: ExtractedAudio, spans: tuple[Span, ...], config: SpeakerConfig) -> list[Segment]:
-    with timed("speaker_split"):
-        return split_speakers(video.video_id, audio.path, spans, config)
+    return split_speakers(video.video_id, audio.path, spans, config)

@@ -1,15 +1,12 @@
 """Step 8, transcription behind one small interface; the backend is chosen by `asr.backend`.
 
 - google: SpeechRecognition's recognize_google (the paper's choice, language ar-EG by default);
-  the endpoint is configurable, so tests run it against a local server.
+  the endpoint is configurable (`asr.google.endpoint`), so tests run it against a local server.
 - whisper: faster-whisper, offline; the model is loaded once per worker process, not per segment.
-  Its encoder allocates and frees some 600 MB of buffers per clip (a 30 s window, whatever the
-  clip's length); glibc's default, adaptive mmap threshold lets them be reused. The fixed 1 MiB
-  threshold that MODALINK once set made each a fresh mapping: 150,000 page faults per clip and 7-10 %
-  of a run's time (BENCHMARKS.md).
 
-A backend returns text ("" when it heard no words) or raises. The Prefect task retries failures
-with a doubling delay; the flow keeps a segment whose transcription still fails, flagged "failed".
+A backend returns text ("" when it heard no words) or raises. The stage's task retries failures
+(`asr.retries`, with a doubling delay); a segment whose transcription still fails is kept, flagged
+"failed".
 """
 from __future__ import annotations
 
@@ -19,13 +16,12 @@ import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from prefect import task
-
-from modalink.timing import timed, usable_cores
-
-from modalink.config import AsrConfig, ConfigError
-from modalink.records import Segment, SegmentMedia, Transcript
-from tasks.base import STAGED_CACHE_POLICY
+from modalink.config import AsrConfig, Config, ConfigError
+from modalink.records import Transcript
+from modalink.stages import SegmentStage, doubling, register
+from modalink.storage import replaced_atomically
+from modalink.timing import usable_cores
+from modalink.wav import read_span
 
 log = logging.getLogger("modalink.transcribe")
 
@@ -58,13 +54,14 @@ class GoogleBackend(AsrBackend):
     def transcribe(self, wav_path: str) -> str:
         import speech_recognition as sr
 
+        options = self.config.google
         recognizer = sr.Recognizer()
-        recognizer.operation_timeout = self.config.timeout_s
+        recognizer.operation_timeout = options.timeout_s
         with sr.AudioFile(wav_path) as source:
             audio = recognizer.record(source)
         try:
-            return recognizer.recognize_google(audio, key=self.config.google_key, language=self.config.language,
-                                               endpoint=self.config.google_endpoint)
+            return recognizer.recognize_google(audio, key=options.key, language=self.config.language,
+                                               endpoint=options.endpoint)
         except sr.UnknownValueError:
             return ""
         except sr.RequestError as exc:
@@ -87,8 +84,8 @@ class WhisperBackend(AsrBackend):
         return self.config.language.split("-")[0].lower()
 
     def load(self):
-        threads = self.config.whisper_threads or usable_cores()
-        key = (resolve_whisper_model(self.model), self.config.whisper_compute_type, threads)
+        threads = self.config.whisper.threads or usable_cores()
+        key = (resolve_whisper_model(self.model), self.config.whisper.compute_type, threads)
         with _whisper_lock:
             if key not in _whisper_models:
                 from faster_whisper import WhisperModel
@@ -108,7 +105,7 @@ class WhisperBackend(AsrBackend):
     def transcribe(self, wav_path: str) -> str:
         try:
             segments, _ = self.load().transcribe(whisper_input(wav_path), language=self.language,
-                                                 beam_size=self.config.whisper_beam_size, vad_filter=False,
+                                                 beam_size=self.config.whisper.beam_size, vad_filter=False,
                                                  condition_on_previous_text=False)
             return " ".join(s.text.strip() for s in segments).strip()
         except ConfigError:
@@ -119,20 +116,17 @@ class WhisperBackend(AsrBackend):
 
 def whisper_input(wav_path: str):
     """The samples of a 16 kHz mono 16-bit WAV as float32 in [-1, 1), what faster-whisper's own
-    decoder makes of it; any other file is left to that decoder. Its decoder ends with a full
-    `gc.collect()`, which in a process holding TensorFlow and Prefect cost 0.4 s per clip."""
+    decoder makes of it; any other file is left to that decoder (which ends with a full
+    `gc.collect()`, slow in a process holding TensorFlow and Prefect: BENCHMARKS.md)."""
     import wave
 
-    import numpy as np
-
     try:
-        with wave.open(wav_path) as source:
-            if (source.getframerate(), source.getnchannels(), source.getsampwidth()) != (16000, 1, 2):
-                return wav_path
-            data = source.readframes(source.getnframes())
+        span = read_span(wav_path)
     except (wave.Error, EOFError):
         return wav_path
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+    if (span.rate, span.params.nchannels, span.params.sampwidth) != (16000, 1, 2):
+        return wav_path
+    return span.samples()
 
 
 BACKENDS: dict[str, type[AsrBackend]] = {"google": GoogleBackend, "whisper": WhisperBackend}
@@ -178,13 +172,11 @@ def _join_packaged_base() -> str | None:
         target.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
             (target / name).write_bytes((source1 / name).read_bytes())
-        partial = target / "model.bin.partial"
-        with partial.open("wb") as out:
+        with replaced_atomically(model_bin) as partial, partial.open("wb") as out:
             for part in (source1 / "model.bin.part1", source2 / "model.bin.part2"):
                 with part.open("rb") as chunk:
                     while block := chunk.read(1 << 24):
                         out.write(block)
-        os.replace(partial, model_bin)
     return str(target)
 
 
@@ -201,9 +193,29 @@ def failed_transcript(error: BaseException | str, config: AsrConfig) -> Transcri
     return Transcript(text=None, status="failed", error=str(error)[:500], backend=backend.name, model=backend.model)
 
 
-@task(name="transcribe", cache_policy=STAGED_CACHE_POLICY, persist_result=True, task_run_name="asr {segment.video_id} {segment.name}")
-def transcribe_task(segment: Segment, video_fingerprint: str, media: SegmentMedia, dataset_dir: str,
-                    config: AsrConfig) -> Transcript:
-    """Only completed transcriptions are cached; retries (asr.retries, doubling delay) are set by the flow."""
-    with timed("transcription"):
-        return transcribe(str(Path(dataset_dir) / media.audio_clip), config)
+@register
+class TranscriptionStage(SegmentStage):
+    """The transcript of the segment's WAV clip (written by the media stage, cut from the soundtrack:
+    `audio` is part of the key). A failure after the retries keeps the segment, flagged "failed"."""
+
+    name = "transcription"
+    section = "asr"
+    also_reads = ("audio",)
+    needs = ("media",)
+    packages = ("faster-whisper", "SpeechRecognition")
+
+    def prepare(self, config: Config) -> None:
+        get_backend(config.asr).prepare()
+
+    def retries(self, config: Config) -> tuple[int, list[float]]:
+        return config.asr.retries, doubling(config.asr.retry_delay_s, config.asr.retries)
+
+    def run(self, item, options: AsrConfig) -> Transcript:
+        return transcribe(str(Path(item.staging_dir) / item.results["media"].audio_clip), options)
+
+    def failed_result(self, error: BaseException, options: AsrConfig) -> Transcript:
+        return failed_transcript(error, options)
+
+    def record_fields(self, result: Transcript, options: AsrConfig) -> dict:
+        return {"transcript": result.text, "transcript_status": result.status, "transcript_error": result.error,
+                "language": options.language, "asr": {"backend": result.backend, "model": result.model}}

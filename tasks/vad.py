@@ -13,14 +13,10 @@ import wave
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from prefect import task
-
-from modalink.timing import timed
-
 from modalink.config import VadConfig
 from modalink.records import Span, Video
 from tasks.audio import ExtractedAudio
-from tasks.base import CACHE_POLICY
+from tasks.base import step
 
 Run = tuple[float, float]
 
@@ -106,7 +102,6 @@ def detect_speech(wav_path: str, config: VadConfig) -> SpeechSegments:
     return segment_speech(speech_flags(wav_path, config), config)
 
 
-@task(name="detect-speech", cache_policy=CACHE_POLICY, persist_result=True, task_run_name="vad {video.video_id}")
+@step("detect-speech", timing="vad", run_name="vad {video.video_id}")
 def detect_speech_task(video: Video, audio: ExtractedAudio, config: VadConfig) -> SpeechSegments:
-    with timed("vad"):
-        return detect_speech(audio.path, config)
+    return detect_speech(audio.path, config)

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from modalink.config import AudioConfig, ClipConfig, FaceConfig
-from modalink.records import Segment, media_paths
+from modalink.records import Segment, segment_files
 from tasks.acquire import local_video
 from tasks.clips import write_clip, write_frame
 from tasks.faces import detect_faces_in_segments
@@ -18,11 +18,11 @@ def frame_by_the_face_step(source: Path, start: float, end: float, out: Path) ->
     segment = Segment(video.video_id, 0, 0, start, end)
     [result] = detect_faces_in_segments(video, probe(video.path), [segment], FaceConfig(), str(out))
     assert result.active is not None, "the face step writes frames of segments with a face only"
-    return out / media_paths(segment).frame
+    return out / segment_files(segment).frame
 
 
 def frame_by_ffmpeg(source: Path, start: float, end: float, out: Path) -> Path:
-    write_frame(str(source), Segment("v", 0, 0, start, end).midpoint, out / "frame.jpg", ClipConfig())
+    write_frame(str(source), Segment("v", 0, 0, start, end).midpoint, out / "frame.jpg", FaceConfig().jpeg_quality)
     return out / "frame.jpg"
 
 
@@ -56,13 +56,13 @@ def test_the_face_step_writes_no_frame_for_a_segment_without_a_face(media, tmp_p
 
 @pytest.mark.parametrize("quality", [2, 10, 31])
 def test_the_face_steps_jpeg_matches_ffmpegs_at_each_quality(media, tmp_path, quality):
-    """`clips.jpeg_quality` means ffmpeg's -q:v for both writers: files of about the same size."""
+    """`faces.jpeg_quality` means ffmpeg's -q:v for both writers: files of about the same size."""
     from tasks.faces_decoding import encode_jpeg, frames_at
 
     name, at = "face_nospeech_liveportrait_d18.mp4", 2.0
     [(_, frame)] = frames_at(str(media / name), [at])
     ours = encode_jpeg(frame, quality)
-    write_frame(str(media / name), at, tmp_path / "frame.jpg", ClipConfig(jpeg_quality=quality))
+    write_frame(str(media / name), at, tmp_path / "frame.jpg", quality)
     ffmpegs = (tmp_path / "frame.jpg").read_bytes()
     assert ours[:2] == b"\xff\xd8" and abs(len(ours) / len(ffmpegs) - 1) < 0.05, (len(ours), len(ffmpegs))
 

@@ -60,17 +60,58 @@ def test_every_section_is_frozen():
         Config().faces.fps = 3  # type: ignore[misc]
 
 
+def flat_options(options: dict, prefix: str):
+    for name, value in options.items():
+        if isinstance(value, dict):
+            yield from flat_options(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value
+
+
 def test_readme_documents_every_option_with_its_default():
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for section, options in Config().to_dict().items():
-        for option, default in options.items():
-            row = next((line for line in readme.splitlines() if line.startswith(f"| `{section}.{option}` |")), None)
-            assert row is not None, f"{section}.{option} missing from the README"
+        for option, default in flat_options(options, f"{section}."):
+            row = next((line for line in readme.splitlines() if line.startswith(f"| `{option}` |")), None)
+            assert row is not None, f"{option} missing from the README"
             shown = row.split("|")[2].strip().strip("`")
             if default is None or isinstance(default, bool):
                 expected = {None: "none", True: "true", False: "false"}[default]
             else:
                 expected = ",".join(default) if isinstance(default, (list, tuple)) else default
-            assert shown == str(expected), f"{section}.{option}: README says {shown}, code says {expected}"
+            assert shown == str(expected), f"{option}: README says {shown}, code says {expected}"
+
+
+def test_nested_backend_options_from_files_and_overrides(tmp_path):
+    (tmp_path / "c.toml").write_text('[asr]\nbackend = "whisper"\n[asr.whisper]\nbeam_size = 2\n')
+    c = Config.load(tmp_path / "c.toml", parse_override("asr.google.timeout_s=5"))
+    assert (c.asr.whisper.beam_size, c.asr.google.timeout_s, c.asr.options) == (2, 5.0, c.asr.whisper)
+    with pytest.raises(ConfigError, match="did you mean 'beam_size'"):
+        Config.load(overrides=parse_override("asr.whisper.beam=2"))
+
+
+@pytest.mark.parametrize("old, new", [("asr.google_key", "asr.google.key"), ("clips.jpeg_quality", "faces.jpeg_quality"),
+                                      ("asr.whisper_threads", "asr.whisper.threads")])
+def test_a_moved_option_says_where_it_is_now(old, new):
+    with pytest.raises(ConfigError, match=f"{old} is now {new}"):
+        Config.load(overrides=parse_override(f"{old}=1"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"asr": {"whisper": {"beam_size": 0}}}, "asr.whisper.beam_size must be >= 1"),
+    ({"asr": {"google": {"timeout_s": 0}}}, "asr.google.timeout_s must be > 0"),
+    ({"faces": {"jpeg_quality": 40}}, "faces.jpeg_quality"),
+    ({"run": {"runner": "ray"}}, "run.runner must be threads or dask"),
+])
+def test_each_section_checks_itself(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.load(overrides=overrides)
+
+
+def test_the_asr_backends_are_the_configs_sub_sections():
+    """The config knows the backends without importing tasks/; the two lists must agree."""
+    from tasks.transcribe import BACKENDS
+
+    assert set(BACKENDS) == set(Config().asr.backends()) == {"google", "whisper"}

@@ -8,7 +8,7 @@ from PIL import Image
 
 from flows.build import build_dataset
 from modalink.ffmpeg_tools import ffprobe_json
-from modalink.records import read_jsonl, schema_errors
+from modalink.records import contract_errors, read_jsonl, schema_errors
 
 from conftest import GRID_CLIPS, grid_speech_span
 from wer import word_error_rate
@@ -41,7 +41,7 @@ def test_summary_counts(dataset):
 def test_every_record_meets_the_dataset_contract(dataset):
     out, _ = dataset
     records = list(read_jsonl(out / "manifest.jsonl"))
-    assert records and schema_errors(records) == []
+    assert records and schema_errors(records) == [] and contract_errors(records) == []
     assert len({r["segment_id"] for r in records}) == len(records)
 
 
@@ -114,7 +114,8 @@ def one_grid_clip(media):
 
 
 def google_config(server, **asr):
-    return {"asr": {"backend": "google", "google_endpoint": server.endpoint, "retries": 2, "retry_delay_s": 0.05, **asr}}
+    return {"asr": {"backend": "google", "google": {"endpoint": server.endpoint}, "retries": 2, "retry_delay_s": 0.05,
+                    **asr}}
 
 
 def test_google_transcript_lands_in_the_record(prefect_server, google, one_grid_clip, tmp_path):

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from modalink.config import AsrConfig, AudioConfig, ConfigError
+from modalink.config import AsrConfig, AudioConfig, ConfigError, GoogleOptions
 from modalink.records import Span
 from tasks.audio import extract_audio
 from tasks.base import one_blas_thread
@@ -115,7 +115,7 @@ def test_bundled_multilingual_base_transcribes_egyptian_arabic(media, tmp_path, 
 def test_google_success_sends_flac_and_the_language(google, jfk_wav, tmp_path):
     clip = tmp_path / "clip.wav"
     cut_wav(jfk_wav, 0.0, 3.0, clip)
-    result = transcribe(str(clip), AsrConfig(google_endpoint=google.endpoint))
+    result = transcribe(str(clip), AsrConfig(google=GoogleOptions(endpoint=google.endpoint)))
     assert (result.text, result.status, result.backend) == ("مرحبا بكم", "ok", "google")
     request, = google.requests
     assert request["flac"] and request["query"]["lang"] == ["ar-EG"] and "rate=16000" in request["content_type"]
@@ -123,13 +123,13 @@ def test_google_success_sends_flac_and_the_language(google, jfk_wav, tmp_path):
 
 def test_google_no_words_is_empty_not_failed(google, jfk_wav):
     google.reset(transcript="")
-    assert transcribe(jfk_wav, AsrConfig(google_endpoint=google.endpoint)).status == "empty"
+    assert transcribe(jfk_wav, AsrConfig(google=GoogleOptions(endpoint=google.endpoint))).status == "empty"
 
 
 def test_google_server_error_raises_for_a_retry(google, jfk_wav):
     google.reset(always_fail=True)
     with pytest.raises(TranscriptionError, match="google speech API"):
-        transcribe(jfk_wav, AsrConfig(google_endpoint=google.endpoint))
+        transcribe(jfk_wav, AsrConfig(google=GoogleOptions(endpoint=google.endpoint)))
     flagged = failed_transcript(TranscriptionError("boom"), AsrConfig())
     assert (flagged.text, flagged.status, flagged.error) == (None, "failed", "boom")
 

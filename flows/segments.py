@@ -1,0 +1,130 @@
+"""The registered segment stages run over the segments of one video, with one policy for all.
+
+Per-chunk stages run first, on chunks of consecutive segments (`chunk_size` of the first one); as
+soon as a chunk is done, each of its kept segments gets its per-segment stages, each submitted
+with the futures of the stages it needs, so they run as soon as those are done. A stage's answer
+`Drop(reason)` drops the segment under that reason; a stage that still fails after its retries
+either gives a flagged result (`failed_result`) or drops the segment as `error`, and the error is
+logged with where it happened. Nothing else drops a segment.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Sequence
+
+from prefect.futures import PrefectFuture
+
+from modalink.config import Config
+from modalink.records import DROP_ERROR, MediaInfo, Segment, SegmentRecord, Video
+from modalink.stages import Drop, SegmentInput, SegmentStage
+from tasks.base import stage_task
+from tasks.publish import ErrorLog
+
+
+def outcome(future: PrefectFuture) -> tuple[Any, BaseException | None]:
+    """(result, None) for a completed task, (None, its exception) for a failed one."""
+    future.wait()
+    try:
+        return future.state.result(), None
+    except BaseException as exc:  # noqa: BLE001 - the flow decides what a failure means
+        return None, exc
+
+
+def chunked(items: Sequence[Any], size: int) -> list[list[Any]]:
+    """Consecutive items in groups of `size`: the unit of one per-chunk task."""
+    return [list(items[i:i + size]) for i in range(0, len(items), max(1, size))]
+
+
+class StageRun:
+    """The stages of one video: their tasks, options and key sections, and the counts they leave."""
+
+    def __init__(self, stages: list[SegmentStage], cfg: Config, errors: ErrorLog, dropped: dict[str, int]):
+        self.stages, self.cfg, self.errors, self.dropped = stages, cfg, errors, dropped
+        self.tasks = {stage.name: stage_task(stage, cfg) for stage in stages}
+        self.options = {stage.name: stage.options(cfg) for stage in stages}
+        self.key_sections = {stage.name: {name: cfg.section(name) for name in stage.key_sections(cfg)}
+                             for stage in stages}
+        for stage in stages:
+            for reason in stage.drops:
+                dropped.setdefault(reason, 0)
+
+    def submit(self, stage: SegmentStage, work: Any, needed: dict[str, PrefectFuture] | None = None) -> PrefectFuture:
+        return self.tasks[stage.name].submit(stage.name, work, self.options[stage.name], self.key_sections[stage.name],
+                                             needed or {})
+
+    def failed(self, stage: SegmentStage, where: str, error: BaseException, count: int = 1) -> Any | None:
+        """Log a stage that still failed; its flagged result, or None after counting the drops."""
+        retries, _ = stage.retries(self.cfg)
+        self.errors.add(f"{where}: {stage.name} failed after {retries} retries", error)
+        flagged = stage.failed_result(error, self.options[stage.name])
+        if flagged is None:
+            self.drop(DROP_ERROR, count)
+        return flagged
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def record_fields(self, stage: SegmentStage, result: Any, fields: dict[str, Any]) -> None:
+        new = stage.record_fields(result, self.options[stage.name])
+        custom = {**fields.get("custom", {}), **new.pop("custom", {})}
+        fields.update(new)
+        if custom:
+            fields["custom"] = custom
+
+
+def run_stages(stages: list[SegmentStage], cfg: Config, errors: ErrorLog, dropped: dict[str, int], video: Video,
+               media_info: MediaInfo, soundtrack: str, staging_dir: str, segments: list[Segment]) -> list[SegmentRecord]:
+    """The records of the segments that every stage kept, in order; drops are counted in `dropped`."""
+    run = StageRun(stages, cfg, errors, dropped)
+    per_chunk = [stage for stage in stages if stage.per_chunk]
+    per_segment = [stage for stage in stages if not stage.per_chunk]
+    items = [SegmentInput(video, segment, media_info, soundtrack, staging_dir) for segment in segments]
+    chunks = chunked(items, per_chunk[0].chunk_size(cfg) if per_chunk else max(1, len(items)))
+    first = [run.submit(per_chunk[0], chunk) for chunk in chunks] if per_chunk else []
+
+    submitted: list[tuple[SegmentInput, dict[str, PrefectFuture]]] = []
+    for number, chunk in enumerate(chunks):
+        for k, stage in enumerate(per_chunk):
+            if not chunk:
+                break
+            results, error = outcome(first[number] if k == 0 else run.submit(stage, chunk))
+            if error is not None:
+                where = f"video {video.video_id} segments {chunk[0].segment.name}..{chunk[-1].segment.name}"
+                flagged = run.failed(stage, where, error, len(chunk))
+                if flagged is None:
+                    chunk = []
+                    break
+                results = [flagged] * len(chunk)
+            kept = []
+            for item, result in zip(chunk, results):
+                if isinstance(result, Drop):
+                    run.drop(result.reason)
+                else:
+                    kept.append(replace(item, results={**item.results, stage.name: result}))
+            chunk = kept
+        for item in chunk:
+            futures: dict[str, Any] = {}
+            for stage in per_segment:
+                from_chunks = {name: item.results[name] for name in stage.needs if name not in futures}
+                needed = {name: futures[name] for name in stage.needs if name in futures}
+                futures[stage.name] = run.submit(stage, replace(item, results=from_chunks), needed)
+            submitted.append((item, futures))
+
+    records = []
+    for item, futures in submitted:
+        fields: dict[str, Any] = {}
+        for stage in per_chunk:
+            run.record_fields(stage, item.results[stage.name], fields)
+        for stage in per_segment:
+            result, error = outcome(futures[stage.name])
+            if error is not None:
+                result = run.failed(stage, f"video {video.video_id} segment {item.segment.name}", error)
+                if result is None:
+                    break
+            if isinstance(result, Drop):
+                run.drop(result.reason)
+                break
+            run.record_fields(stage, result, fields)
+        else:
+            records.append(SegmentRecord.build(video, item.segment, fields))
+    return records
