@@ -116,10 +116,11 @@ def write_summary_task(storage: DatasetStorage, summary: dict[str, Any]) -> None
 
 
 class ErrorLog:
-    """errors.log: one block per error, with where it happened and its traceback. Thread-safe."""
+    """errors.log in the staging folder (published with the summary): one block per error, with where
+    it happened and its traceback. Thread-safe."""
 
-    def __init__(self, dataset_dir: str | Path):
-        self.path = Path(dataset_dir) / ERRORS
+    def __init__(self, staging_dir: str | Path):
+        self.path = Path(staging_dir) / ERRORS
         self.count = 0
         self._lock = threading.Lock()
 
