@@ -110,6 +110,7 @@ def process_video(video: Video, staging_dir: str, config: dict[str, Any]) -> Vid
                       staging_dir, segments)
     record.segments_kept = len(kept)
     record.transcription_failed = sum(segment.transcript_status == "failed" for segment in kept)
+    record.transcript_suspect = sum(bool(segment.transcript_suspect) for segment in kept)
     logger.info("%s: kept %d of %d segments (dropped: %s)", video.video_id, record.segments_kept,
                 record.segments_found + speech.too_short, record.segments_dropped)
     return VideoOutcome(record, kept, errors.count)

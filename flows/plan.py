@@ -141,6 +141,7 @@ def run_summary(cfg: Config, sources: list[str], videos: list[VideoRecord], segm
         "segments": {"kept": len(segments), "dropped": dropped,
                      "transcription_failed": sum(s.transcript_status == "failed" for s in segments),
                      "transcript_empty": sum(s.transcript_status == "empty" for s in segments),
+                     "transcript_suspect": sum(bool(s.transcript_suspect) for s in segments),
                      "manifest_total": manifest_lines},
         "stages": [stage.name for stage in segment_stages()],
         "seconds_per_stage": timing.snapshot(),

@@ -100,7 +100,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         + (f" ({videos['reused']} unchanged since an earlier run, reused)" if videos.get("reused") else ""),
         *(f"    failed {v['video_id']}: {v['error']}" for v in summary["failed_videos"]),
         f"  segments kept:   {segments['kept']} (dropped: {dropped})",
-        f"  transcripts:     {segments['transcription_failed']} failed, {segments['transcript_empty']} empty",
+        f"  transcripts:     {segments['transcription_failed']} failed, {segments['transcript_empty']} empty, "
+        f"{segments.get('transcript_suspect', 0)} suspect",
         f"  manifest:        {summary['dataset']}/manifest.jsonl ({segments['manifest_total']} segments in all)",
         f"  errors:          {summary['errors']}" + (" (see errors.log)" if summary["errors"] else ""),
         f"  wall time:       {summary['wall_s']:.1f} s",

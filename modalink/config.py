@@ -29,9 +29,11 @@ def runtime(default: Any) -> Any:
 
 class Section:
     """Base of every config section (and sub-section): a frozen dataclass that checks itself.
-    `chosen_by` names an option that picks one of the sub-sections; the others change nothing."""
+    `chosen_by` names an option that picks one of the sub-sections named in `choices`; the others
+    change nothing."""
 
     chosen_by: ClassVar[str | None] = None
+    choices: ClassVar[tuple[str, ...]] = ()
 
     def problems(self) -> list[str]:
         """What is wrong with these values, one message each (none: usable)."""
@@ -49,7 +51,7 @@ def cache_view(section: Section) -> dict[str, Any]:
     chosen = getattr(section, section.chosen_by) if section.chosen_by else None
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
-        if f.metadata.get("runtime") or (chosen is not None and isinstance(value, Section) and f.name != chosen):
+        if f.metadata.get("runtime") or (chosen is not None and f.name in section.choices and f.name != chosen):
             continue
         view[f.name] = cache_view(value) if isinstance(value, Section) else value
     return view
@@ -164,22 +166,43 @@ class GoogleOptions(Section):
 
 
 @dataclass(frozen=True)
+class SuspectRules(Section):
+    """When a transcript is flagged suspect (its text is kept)."""
+
+    max_repeats: int = 3  # the same word n-gram (n <= 4) this many times back to back
+    max_compression_ratio: float = 2.4  # Whisper's own hallucination threshold, on the text
+    max_chars_per_s: float = 25.0  # characters (no spaces) per second of the clip
+    min_avg_logprob: float = -1.0  # Whisper's log-probability threshold
+    max_no_speech_prob: float = 0.6  # Whisper's no-speech threshold
+
+    def problems(self) -> list[str]:
+        return [message for ok, message in [
+            (self.max_repeats >= 2, "asr.suspect.max_repeats must be >= 2"),
+            (self.max_chars_per_s > 0 and self.max_compression_ratio > 0,
+             "asr.suspect.max_chars_per_s and max_compression_ratio must be > 0"),
+        ] if not ok]
+
+
+@dataclass(frozen=True)
 class AsrConfig(Section):
-    """Transcription; `backend` names one of the sub-sections, which hold that backend's options."""
+    """Transcription; `backend` names one of the backend sub-sections (`choices`), which hold that
+    backend's options; `suspect` says when a transcript is flagged."""
 
     chosen_by: ClassVar[str | None] = "backend"
+    choices: ClassVar[tuple[str, ...]] = ("google", "whisper")
 
     backend: str = "google"
     language: str = "ar-EG"  # BCP-47
     model: str | None = None  # whisper: name or local path (default tiny.en is English-only)
     whisper: WhisperOptions = field(default_factory=WhisperOptions)
     google: GoogleOptions = field(default_factory=GoogleOptions)
+    suspect: SuspectRules = field(default_factory=SuspectRules)
     retries: int = runtime(3)  # transient failures are retried this many times
     retry_delay_s: float = runtime(2.0)  # first delay; doubles each retry
 
     @classmethod
     def backends(cls) -> tuple[str, ...]:
-        return tuple(sorted(sub_sections(cls())))
+        return cls.choices
 
     @property
     def options(self) -> Section:

@@ -129,6 +129,7 @@ class Transcript:
     error: str | None
     backend: str
     model: str | None
+    suspect: tuple[str, ...] = ()  # why the text is not to be trusted (tasks.suspect); empty: nothing found
 
 
 @dataclass
@@ -151,6 +152,7 @@ class SegmentRecord:
     asr: dict[str, str | None]
     segment: str  # the paper's id inside the video, e.g. "9_0"
     frames_analysed: int
+    transcript_suspect: list[str] = field(default_factory=list)  # reasons; empty: nothing suspect
     custom: dict[str, Any] = field(default_factory=dict)  # one entry per added stage, by its name
 
     @classmethod
@@ -188,6 +190,7 @@ class VideoRecord:
     segments_kept: int = 0
     segments_dropped: dict[str, int] = field(default_factory=lambda: zero_drops())  # by reason
     transcription_failed: int = 0
+    transcript_suspect: int = 0  # kept segments whose transcript is flagged suspect
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

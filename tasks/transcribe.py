@@ -4,9 +4,11 @@
   the endpoint is configurable (`asr.google.endpoint`), so tests run it against a local server.
 - whisper: faster-whisper, offline; the model is loaded once per worker process, not per segment.
 
-A backend returns text ("" when it heard no words) or raises. The stage's task retries failures
-(`asr.retries`, with a doubling delay); a segment whose transcription still fails is kept, flagged
-"failed".
+A backend returns what it heard (text, "" when it heard no words, and its own scores where it has
+them) or raises. The stage's task retries failures (`asr.retries`, with a doubling delay); a
+segment whose transcription still fails is kept, flagged "failed". A transcript that repeats
+itself, is far longer than its clip allows or that Whisper scores as unlikely is kept and flagged
+suspect, with the reasons (`tasks.suspect`, `asr.suspect`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from modalink.stages import SegmentStage, doubling, register
 from modalink.storage import replaced_atomically
 from modalink.timing import usable_cores
 from modalink.wav import read_span
+from tasks.suspect import Heard, suspect_reasons
 
 log = logging.getLogger("modalink.transcribe")
 
@@ -44,14 +47,17 @@ class AsrBackend(ABC):
         """Check the configuration (and load what is needed) before any segment is processed."""
 
     @abstractmethod
-    def transcribe(self, wav_path: str) -> str:
+    def hear(self, wav_path: str) -> Heard:
         """The words in the clip ("" when none were heard); raises TranscriptionError on failure."""
+
+    def transcribe(self, wav_path: str) -> str:
+        return self.hear(wav_path).text
 
 
 class GoogleBackend(AsrBackend):
     name = "google"
 
-    def transcribe(self, wav_path: str) -> str:
+    def hear(self, wav_path: str) -> Heard:
         import speech_recognition as sr
 
         options = self.config.google
@@ -60,10 +66,10 @@ class GoogleBackend(AsrBackend):
         with sr.AudioFile(wav_path) as source:
             audio = recognizer.record(source)
         try:
-            return recognizer.recognize_google(audio, key=options.key, language=self.config.language,
-                                               endpoint=options.endpoint)
+            return Heard(recognizer.recognize_google(audio, key=options.key, language=self.config.language,
+                                                     endpoint=options.endpoint))
         except sr.UnknownValueError:
-            return ""
+            return Heard("")
         except sr.RequestError as exc:
             raise TranscriptionError(f"google speech API: {exc}") from None
 
@@ -102,16 +108,22 @@ class WhisperBackend(AsrBackend):
             raise ConfigError(f"whisper model {self.model!r} is English-only but the language is "
                               f"{self.config.language!r}: use a multilingual model (e.g. --asr-model base)")
 
-    def transcribe(self, wav_path: str) -> str:
+    def hear(self, wav_path: str) -> Heard:
         try:
-            segments, _ = self.load().transcribe(whisper_input(wav_path), language=self.language,
-                                                 beam_size=self.config.whisper.beam_size, vad_filter=False,
-                                                 condition_on_previous_text=False)
-            return " ".join(s.text.strip() for s in segments).strip()
+            decoded, _ = self.load().transcribe(whisper_input(wav_path), language=self.language,
+                                                beam_size=self.config.whisper.beam_size, vad_filter=False,
+                                                condition_on_previous_text=False)
+            segments = list(decoded)
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - decoder failures become flagged transcripts
             raise TranscriptionError(f"whisper: {exc}") from exc
+        if not segments:
+            return Heard("")
+        return Heard(" ".join(s.text.strip() for s in segments).strip(),
+                     avg_logprob=min(s.avg_logprob for s in segments),
+                     compression_ratio=max(s.compression_ratio for s in segments),
+                     no_speech_prob=segments[0].no_speech_prob)
 
 
 def whisper_input(wav_path: str):
@@ -181,11 +193,15 @@ def _join_packaged_base() -> str | None:
 
 
 def transcribe(wav_path: str, config: AsrConfig) -> Transcript:
-    """One attempt: ok or empty, or TranscriptionError."""
+    """One attempt: ok or empty (possibly suspect), or TranscriptionError."""
+    import wave
+
     backend = get_backend(config)
-    text = backend.transcribe(wav_path)
-    return Transcript(text=text if text else "", status="ok" if text else "empty", error=None,
-                      backend=backend.name, model=backend.model)
+    heard = backend.hear(wav_path)
+    with wave.open(wav_path) as clip:
+        seconds = clip.getnframes() / clip.getframerate()
+    return Transcript(text=heard.text, status="ok" if heard.text else "empty", error=None,
+                      backend=backend.name, model=backend.model, suspect=suspect_reasons(heard, seconds, config.suspect))
 
 
 def failed_transcript(error: BaseException | str, config: AsrConfig) -> Transcript:
@@ -218,4 +234,5 @@ class TranscriptionStage(SegmentStage):
 
     def record_fields(self, result: Transcript, options: AsrConfig) -> dict:
         return {"transcript": result.text, "transcript_status": result.status, "transcript_error": result.error,
-                "language": options.language, "asr": {"backend": result.backend, "model": result.model}}
+                "language": options.language, "asr": {"backend": result.backend, "model": result.model},
+                "transcript_suspect": list(result.suspect)}

@@ -83,7 +83,7 @@ def expected_readers(cfg: Config, option: str, runtime: bool) -> set[str]:
     section, *rest = option.split(".")
     if runtime:
         return set()
-    if section == "asr" and len(rest) == 2 and rest[0] != cfg.asr.backend:
+    if section == "asr" and len(rest) == 2 and rest[0] in cfg.asr.choices and rest[0] != cfg.asr.backend:
         return set()  # another backend's options change nothing
     return READERS[section]
 

@@ -9,6 +9,7 @@ from modalink.records import Span
 from tasks.audio import extract_audio
 from tasks.base import one_blas_thread
 from tasks.clips import cut_wav
+from tasks.suspect import Heard
 from tasks.transcribe import (TranscriptionError, WhisperBackend, failed_transcript, resolve_whisper_model, transcribe,
                               whisper_input)
 from wer import normalize, word_error_rate
@@ -141,3 +142,33 @@ def test_cut_wav_is_sample_exact(jfk_wav, tmp_path):
     with wave.open(str(tmp_path / "c.wav")) as clip:
         assert (clip.getnframes(), clip.getframerate(), clip.getnchannels()) == (20000, 16000, 1)
     assert Span(1.25, 2.5).duration == 1.25
+
+
+@pytest.mark.parametrize("heard, seconds, reasons", [
+    (Heard("Bin blue at F2 now."), 1.8, ()),
+    (Heard("yes " * 20), 6.0, ("repeats",)),
+    (Heard("and so and so and so my fellow"), 3.0, ("repeats",)),
+    (Heard("a long sentence that no one could say in one short second"), 1.0, ("too_long",)),
+    (Heard("set white", avg_logprob=-1.4), 1.0, ("unlikely",)),
+    (Heard("thank you", no_speech_prob=0.9), 1.0, ("no_speech",)),
+    (Heard(""), 1.0, ()),
+])
+def test_suspect_transcripts_say_why(heard, seconds, reasons):
+    from modalink.config import SuspectRules
+    from tasks.suspect import suspect_reasons
+
+    assert suspect_reasons(heard, seconds, SuspectRules()) == reasons
+
+
+def test_a_looping_whisper_transcript_is_flagged_and_kept(jfk_wav, tmp_path):
+    """Whisper's own scores reach the record: a one-second piece of JFK read by the English-only
+    model is ok; the same transcript with a strict rule is flagged, and the text is kept."""
+    from modalink.config import SuspectRules
+
+    clip = tmp_path / "clip.wav"
+    cut_wav(jfk_wav, 0.0, 3.0, clip)
+    fine = transcribe(str(clip), AsrConfig(backend="whisper", language="en-US", model="tiny.en"))
+    assert fine.status == "ok" and fine.suspect == ()
+    strict = AsrConfig(backend="whisper", language="en-US", model="tiny.en", suspect=SuspectRules(max_chars_per_s=1.0))
+    flagged = transcribe(str(clip), strict)
+    assert flagged.text == fine.text and flagged.suspect == ("too_long",)
