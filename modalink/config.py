@@ -83,6 +83,7 @@ class VadConfig(Section):
     min_silence_s: float = 0.3  # a silence this long ends a segment; shorter pauses are merged
     min_segment_s: float = 0.5  # shorter segments are dropped (counted as too_short)
     max_segment_s: float = 15.0  # longer speech is split, at its longest pause when it has one
+    refine_edges: bool = True  # move each segment's start and end onto 10 ms frames of audio energy
 
     def problems(self) -> list[str]:
         return [message for ok, message in [
