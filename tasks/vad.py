@@ -152,8 +152,13 @@ def refine_span(wav_path: str, span: Span, lower: float, upper: float) -> Span:
         return span
     loud = db > loud_threshold_db(db[~inside], db[inside])
     runs = _loud_runs(loud, EDGE_RUN_FRAMES)
-    head = runs[t[runs] <= span.start + EDGE_INWARD_S]
-    tail = runs[t[runs] + EDGE_RUN_FRAMES * ENERGY_FRAME_S >= span.end - EDGE_INWARD_S]
+    # an onset follows a quiet frame and an offset precedes one: loudness that runs into the search's own
+    # edge started (or goes on) outside it, in a neighbour's speech, and is no edge of this segment
+    onsets = runs[(runs > 0) & ~loud[np.maximum(runs - 1, 0)]]
+    after = runs + EDGE_RUN_FRAMES
+    offsets = runs[(after < len(loud)) & ~loud[np.minimum(after, len(loud) - 1)]]
+    head = onsets[t[onsets] <= span.start + EDGE_INWARD_S]
+    tail = offsets[t[offsets] + EDGE_RUN_FRAMES * ENERGY_FRAME_S >= span.end - EDGE_INWARD_S]
     start = max(a, t[head[0]] - EDGE_PAD_S) if len(head) else span.start
     end = min(b, t[tail[-1]] + EDGE_RUN_FRAMES * ENERGY_FRAME_S + EDGE_PAD_S) if len(tail) else span.end
     if end <= start:
