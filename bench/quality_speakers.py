@@ -120,7 +120,6 @@ def run(methods: list[str], av: Path, media: Path) -> dict:
                 "grid_start_error_s": None if grid is None else round(grid.start - truth[0], 3),
                 "grid_end_error_s": None if grid is None else round(grid.end - truth[1], 3),
                 "seconds_per_audio_minute": seconds / audio_min,
-                "overlaps_flagged": sum(len(getattr(s, "overlaps", ())) for s in conv),
             }
     return results
 

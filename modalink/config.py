@@ -95,7 +95,6 @@ class VadConfig(Section):
 
 
 SPEAKER_METHODS = ("embedding", "mfcc")
-OVERLAP_MODES = ("off", "flag", "cut")
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,6 @@ class SpeakerConfig(Section):
     embedding_hop_s: float = 0.25  # embedding: step between windows (and between candidate changes)
     change_threshold: float = 0.15  # embedding: cosine of the two sides below this (at a local minimum) is a change
     pause_radius_s: float = 0.4  # embedding: a change moves to the quietest point this close
-    overlap: str = "flag"  # embedding: overlapped speech is off (not looked for) | flag | cut
-    overlap_threshold: float = 0.2  # embedding: a window this far from every nearby turn's centroid is overlap
     threads: int = runtime(1)  # onnxruntime threads for CAM++ (1: the same bits on every machine)
     window_s: float = 1.0  # MFCC window
     hop_s: float = 0.5  # step between consecutive windows
@@ -121,11 +118,9 @@ class SpeakerConfig(Section):
             (-1 <= self.similarity_threshold <= 1, "speakers.similarity_threshold must be in [-1, 1]"),
             (self.window_s > 0 and self.hop_s > 0, "speakers.window_s and hop_s must be > 0"),
             (self.method in SPEAKER_METHODS, f"speakers.method must be one of {list(SPEAKER_METHODS)}, got {self.method!r}"),
-            (self.overlap in OVERLAP_MODES, f"speakers.overlap must be one of {list(OVERLAP_MODES)}, got {self.overlap!r}"),
             (self.embedding_window_s >= 0.1 and 0 < self.embedding_hop_s <= self.embedding_window_s,
              "need speakers.embedding_window_s >= 0.1 and 0 < speakers.embedding_hop_s <= embedding_window_s"),
-            (-1 <= self.change_threshold <= 1 and -1 <= self.overlap_threshold <= 1,
-             "speakers.change_threshold and overlap_threshold must be in [-1, 1]"),
+            (-1 <= self.change_threshold <= 1, "speakers.change_threshold must be in [-1, 1]"),
             (self.pause_radius_s >= 0 and self.min_piece_s >= 0, "speakers.pause_radius_s and min_piece_s must be >= 0"),
             (self.threads >= 1, "speakers.threads must be >= 1"),
         ] if not ok]

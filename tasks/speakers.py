@@ -8,7 +8,8 @@
   `embedding_linear` output); a local minimum of that similarity below `change_threshold` is a change of
   speaker, moved to the quietest 10 ms point within `pause_radius_s` (the pause between two turns, which
   the VAD merges when it is under 0.3 s). Two sentences of one speaker in a row look alike on both sides
-  and are not cut. Overlapped speech (`overlap`): see `overlapped_spans`.
+  and are not cut. Segments shorter than two windows (3 s) are left whole. Overlapped speech is not
+  detected (QUALITY.md says what was tried).
 - "mfcc": the paper's. MFCCs (librosa) on 10 ms hops; each `window_s` window (every `hop_s`) is summarised
   by its mean MFCC vector, without c0 by default: c0 is log energy, and left in it makes every pair of
   windows look alike (tests/test_speakers.py splices two speakers). Where the cosine similarity of two
@@ -176,9 +177,8 @@ def valley_centre(times: np.ndarray, similarity: np.ndarray, i: int, config: Spe
 
 @dataclass(frozen=True)
 class Turns:
-    """The cut times in one segment, and the spans of overlapped speech found in it (seconds from its start)."""
+    """The cut times in one segment (seconds from its start)."""
     cuts: tuple[float, ...]
-    overlaps: tuple[tuple[float, float], ...] = ()
 
 
 def embedding_turns(samples: np.ndarray, sample_rate: int, config: SpeakerConfig) -> Turns:
@@ -201,38 +201,7 @@ def embedding_turns(samples: np.ndarray, sample_rate: int, config: SpeakerConfig
         cut = quiet_point(db, valley_centre(times, similarity, i, config), config.pause_radius_s, low, high)
         if low - 1e-9 <= cut <= high + 1e-9 and all(abs(cut - c) >= config.min_piece_s - 1e-9 for c in cuts):
             cuts.append(cut)
-    cuts.sort()
-    overlaps = overlapped_spans(starts, vectors, cuts, duration, config) if config.overlap != "off" else ()
-    return Turns(tuple(cuts), overlaps)
-
-
-def overlapped_spans(starts: np.ndarray, vectors: np.ndarray, cuts: list[float], duration: float,
-                     config: SpeakerConfig) -> tuple[tuple[float, float], ...]:
-    """Windows that look like two voices at once: far (cosine under `overlap_threshold`) from the centroid of
-    their own turn AND from the centroids of the turns before and after it. A window of one speaker is close
-    to its own turn's centroid; a mix of two voices is close to neither. Only turns with at least three
-    windows inside have a centroid; consecutive flagged windows are joined into spans."""
-    bounds = [0.0, *cuts, duration]
-    width = config.embedding_window_s
-    ends = starts + width
-    pieces = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        inside = np.flatnonzero((starts >= a - 1e-6) & (ends <= b + 1e-6))
-        centroid = vectors[inside].mean(axis=0) if len(inside) >= 3 else None
-        pieces.append((inside, None if centroid is None else centroid / (np.linalg.norm(centroid) + 1e-9)))
-    flagged: list[tuple[float, float]] = []
-    for p, (inside, own) in enumerate(pieces):
-        if own is None:
-            continue
-        centroids = [c for q in (p - 1, p, p + 1) if 0 <= q < len(pieces) and (c := pieces[q][1]) is not None]
-        for i in inside:
-            if max(float(vectors[i] @ c) for c in centroids) < config.overlap_threshold:
-                a, b = float(starts[i]), float(ends[i])
-                if flagged and a <= flagged[-1][1]:
-                    flagged[-1] = (flagged[-1][0], b)
-                else:
-                    flagged.append((a, b))
-    return tuple((round(a, 3), round(b, 3)) for a, b in flagged)
+    return Turns(tuple(sorted(cuts)))
 
 
 def speaker_turns(samples: np.ndarray, sample_rate: int, config: SpeakerConfig) -> Turns:
