@@ -29,7 +29,7 @@ from tasks.audio import extract_audio_task
 from tasks.base import MediaError, configured_retries, load_in_background, one_blas_thread
 from tasks.probe import probe_task
 from tasks.publish import ErrorLog, publish_records_task, write_summary_task
-from tasks.speakers import load_mfcc, split_speakers_task
+from tasks.speakers import load_speaker_model, split_speakers_task
 from tasks.vad import detect_speech_task
 
 
@@ -62,9 +62,9 @@ def media_retries(cfg: Config) -> dict[str, Any]:
 
 
 def preload_step_libraries(cfg: Config) -> None:
-    """librosa's MFCC code and what each stage preloads (TensorFlow and MTCNN), on a thread of their
-    own (a no-op once loaded)."""
-    load_in_background(load_mfcc, *(partial(stage.preload, cfg) for stage in segment_stages()))
+    """The speakers step's model (CAM++, or librosa's MFCC code) and what each stage preloads (TensorFlow
+    and MTCNN), on a thread of their own (a no-op once loaded)."""
+    load_in_background(partial(load_speaker_model, cfg.speakers), *(partial(stage.preload, cfg) for stage in segment_stages()))
 
 
 def prepare_stages(cfg: Config) -> None:

@@ -85,6 +85,7 @@ class VadConfig(Section):
     min_silence_s: float = 0.3  # a silence this long ends a segment; shorter pauses are merged
     min_segment_s: float = 0.5  # shorter segments are dropped (counted as too_short)
     max_segment_s: float = 15.0  # longer speech is split, at its longest pause when it has one
+    refine_edges: bool = True  # move each segment's start and end onto 10 ms frames of audio energy
 
     def problems(self) -> list[str]:
         return [message for ok, message in [
@@ -95,9 +96,18 @@ class VadConfig(Section):
         ] if not ok]
 
 
+SPEAKER_METHODS = ("embedding", "mfcc")
+
+
 @dataclass(frozen=True)
 class SpeakerConfig(Section):
     enabled: bool = True
+    method: str = "embedding"  # embedding (CAM++, models/campplus.onnx) | mfcc (the paper's)
+    embedding_window_s: float = 1.5  # embedding: window compared on each side of a candidate change
+    embedding_hop_s: float = 0.25  # embedding: step between windows (and between candidate changes)
+    change_threshold: float = 0.15  # embedding: cosine of the two sides below this (at a local minimum) is a change
+    pause_radius_s: float = 0.4  # embedding: a change moves to the quietest point this close
+    threads: int = runtime(1)  # onnxruntime threads for CAM++ (1: the same bits on every machine)
     window_s: float = 1.0  # MFCC window
     hop_s: float = 0.5  # step between consecutive windows
     n_mfcc: int = 13
@@ -109,6 +119,12 @@ class SpeakerConfig(Section):
         return [message for ok, message in [
             (-1 <= self.similarity_threshold <= 1, "speakers.similarity_threshold must be in [-1, 1]"),
             (self.window_s > 0 and self.hop_s > 0, "speakers.window_s and hop_s must be > 0"),
+            (self.method in SPEAKER_METHODS, f"speakers.method must be one of {list(SPEAKER_METHODS)}, got {self.method!r}"),
+            (self.embedding_window_s >= 0.1 and 0 < self.embedding_hop_s <= self.embedding_window_s,
+             "need speakers.embedding_window_s >= 0.1 and 0 < speakers.embedding_hop_s <= embedding_window_s"),
+            (-1 <= self.change_threshold <= 1, "speakers.change_threshold must be in [-1, 1]"),
+            (self.pause_radius_s >= 0 and self.min_piece_s >= 0, "speakers.pause_radius_s and min_piece_s must be >= 0"),
+            (self.threads >= 1, "speakers.threads must be >= 1"),
         ] if not ok]
 
 

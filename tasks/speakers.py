@@ -1,16 +1,31 @@
-"""Step 5, speaker changes: split a speech segment where consecutive MFCC windows stop looking alike.
+"""Step 5, speaker changes: split each speech segment into turns, one speaker each.
 
-MFCCs (librosa) are computed once per segment on 10 ms hops; each `window_s` window (every
-`hop_s`) is summarised by its mean MFCC vector, without c0 by default: c0 is log energy, and
-left in it makes every pair of windows look alike (tests/test_speakers.py splices two speakers).
-Where the cosine similarity of two consecutive windows falls below `similarity_threshold`, a cut is placed at the centre of the later window,
-provided both sides keep at least `min_piece_s`. Pieces are named like the paper: 9_0, 9_1, ...
+`speakers.method` picks how a change of speaker is found:
+
+- "embedding" (default): CAM++ speaker embeddings (models/campplus.onnx, onnxruntime, the numpy fbank of
+  modalink/fbank.py) on `embedding_window_s` windows every `embedding_hop_s` over the segment. At each window
+  boundary t, the window ending at t is compared with the window starting at t (cosine of the
+  `embedding_linear` output); a local minimum of that similarity below `change_threshold` is a change of
+  speaker, moved to the quietest 10 ms point within `pause_radius_s` (the pause between two turns, which
+  the VAD merges when it is under 0.3 s). Two sentences of one speaker in a row look alike on both sides
+  and are not cut. Segments shorter than two windows (3 s) are left whole. Overlapped speech is not
+  detected (QUALITY.md says what was tried).
+- "mfcc": the paper's. MFCCs (librosa) on 10 ms hops; each `window_s` window (every `hop_s`) is summarised
+  by its mean MFCC vector, without c0 by default: c0 is log energy, and left in it makes every pair of
+  windows look alike (tests/test_speakers.py splices two speakers). Where the cosine similarity of two
+  consecutive windows falls below `similarity_threshold`, a cut is placed at the centre of the later window.
+
+Either way both sides of a cut keep at least `min_piece_s`. Pieces are named like the paper: 9_0, 9_1, ...
 """
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
-from modalink.config import SpeakerConfig
+from modalink.config import ConfigError, SpeakerConfig
 from modalink.records import Segment, Span, Video
 from modalink.wav import read_span
 from tasks.audio import ExtractedAudio
@@ -18,6 +33,13 @@ from tasks.base import step
 
 MFCC_HOP_S = 0.010
 MFCC_WINDOW_S = 0.025
+CAMPPLUS_PATH = Path(__file__).resolve().parents[1] / "models" / "campplus.onnx"
+EMBEDDING_RATE = 16000  # CAM++ and its fbank work at 16 kHz
+EMBEDDING_BATCH = 64  # windows per onnxruntime call
+SMOOTH_FRAMES = 3  # the pause search looks at the energy of 30 ms (three 10 ms frames)
+
+_sessions: dict[int, object] = {}
+_session_lock = threading.Lock()
 
 
 def load_mfcc() -> None:
@@ -46,8 +68,8 @@ def window_similarities(samples: np.ndarray, sample_rate: int, config: SpeakerCo
     return starts[1:] + config.window_s / 2, similarity
 
 
-def speaker_change_cuts(samples: np.ndarray, sample_rate: int, config: SpeakerConfig) -> list[float]:
-    """Cut times, in seconds from the start of `samples`."""
+def mfcc_cuts(samples: np.ndarray, sample_rate: int, config: SpeakerConfig) -> list[float]:
+    """The paper's method: cut times, in seconds from the start of `samples`."""
     duration = len(samples) / sample_rate
     if not config.enabled or duration < 2 * config.window_s:
         return []
@@ -58,6 +80,139 @@ def speaker_change_cuts(samples: np.ndarray, sample_rate: int, config: SpeakerCo
         if s < config.similarity_threshold and t - last >= config.min_piece_s and duration - t >= config.min_piece_s:
             cuts.append(float(t))
     return cuts
+
+
+def speaker_model(threads: int = 1):
+    """The CAM++ onnxruntime session, loaded once per process and thread count (thread-safe)."""
+    with _session_lock:
+        if threads not in _sessions:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            try:
+                _sessions[threads] = ort.InferenceSession(str(CAMPPLUS_PATH), options,
+                                                          providers=["CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - a missing or damaged model file
+                raise ConfigError(f"cannot load the speaker model {CAMPPLUS_PATH}: {exc}") from None
+        return _sessions[threads]
+
+
+def load_speaker_model(config: SpeakerConfig) -> None:
+    """Load what the chosen method needs (for the flow's background preload)."""
+    if config.enabled and config.method == "embedding":
+        speaker_model(config.threads)
+    elif config.enabled and config.method == "mfcc":
+        load_mfcc()
+
+
+def to_model_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    if sample_rate == EMBEDDING_RATE:
+        return samples
+    from scipy.signal import resample_poly
+
+    g = np.gcd(sample_rate, EMBEDDING_RATE)
+    return resample_poly(samples, EMBEDDING_RATE // g, sample_rate // g).astype(np.float32)
+
+
+def window_embeddings(samples: np.ndarray, config: SpeakerConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(start time of each window, its unit-length CAM++ `embedding_linear`) for `embedding_window_s`
+    windows every `embedding_hop_s` over 16 kHz `samples`. The fbank is computed once and each window's
+    frames are mean-normalised on their own, which is what the model gets for that window alone."""
+    from modalink.fbank import FRAME_LENGTH, FRAME_SHIFT, fbank
+
+    feats = fbank(samples, mean_normalise=False)
+    width = 1 + (int(round(config.embedding_window_s * EMBEDDING_RATE)) - FRAME_LENGTH) // FRAME_SHIFT
+    hop = max(1, int(round(config.embedding_hop_s * EMBEDDING_RATE)) // FRAME_SHIFT)
+    first = np.arange(0, len(feats) - width + 1, hop)
+    if len(first) == 0:
+        return np.zeros(0), np.zeros((0, 192), dtype=np.float32)
+    session = speaker_model(config.threads)
+    out = []
+    for i in range(0, len(first), EMBEDDING_BATCH):
+        batch = np.stack([feats[f:f + width] for f in first[i:i + EMBEDDING_BATCH]])
+        batch = batch - batch.mean(axis=1, keepdims=True)
+        out.append(session.run(["embedding_linear"], {"feats": batch})[0])
+    vectors = np.concatenate(out)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-9
+    return first * FRAME_SHIFT / EMBEDDING_RATE, vectors
+
+
+def boundary_similarities(starts: np.ndarray, vectors: np.ndarray, config: SpeakerConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(time t, cosine of the window ending at t with the window starting at t) at each window start."""
+    k = max(1, int(round(config.embedding_window_s / config.embedding_hop_s)))
+    if len(starts) <= k:
+        return np.zeros(0), np.zeros(0)
+    return starts[k:], (vectors[:-k] * vectors[k:]).sum(axis=1)
+
+
+def quiet_point(db: np.ndarray, t: float, radius: float, low: float, high: float) -> float:
+    """The quietest 30 ms of the 10 ms energy frames `db` within `radius` of `t`, kept in [low, high]."""
+    from tasks.vad import ENERGY_FRAME_S
+
+    a = max(low, t - radius)
+    b = min(high, t + radius)
+    i0, i1 = int(np.ceil(a / ENERGY_FRAME_S)), int(b / ENERGY_FRAME_S)
+    power = np.convolve(10 ** (db / 10), np.ones(SMOOTH_FRAMES) / SMOOTH_FRAMES, mode="same")
+    if i1 <= i0 or i1 > len(power):
+        return t
+    quietest = i0 + int(np.argmin(power[i0:i1]))
+    return round(quietest * ENERGY_FRAME_S, 3)
+
+
+def valley_centre(times: np.ndarray, similarity: np.ndarray, i: int, config: SpeakerConfig) -> float:
+    """Where the change at minimum `i` most likely is: the middle of the run of boundaries around it whose
+    similarity stays below `change_threshold` (a change between two long turns gives a valley about one
+    window wide, centred on the change; the single lowest point of it is off by up to half a window), at
+    most half a window from the minimum."""
+    a = b = i
+    while a > 0 and similarity[a - 1] < config.change_threshold:
+        a -= 1
+    while b + 1 < len(similarity) and similarity[b + 1] < config.change_threshold:
+        b += 1
+    half = config.embedding_window_s / 2
+    return float(np.clip((times[a] + times[b]) / 2, times[i] - half, times[i] + half))
+
+
+@dataclass(frozen=True)
+class Turns:
+    """The cut times in one segment (seconds from its start)."""
+    cuts: tuple[float, ...]
+
+
+def embedding_turns(samples: np.ndarray, sample_rate: int, config: SpeakerConfig) -> Turns:
+    """The embedding method on one segment's samples."""
+    from tasks.vad import frame_energy_db
+
+    samples = to_model_rate(samples, sample_rate)
+    duration = len(samples) / EMBEDDING_RATE
+    if not config.enabled or duration < 2 * config.embedding_window_s:
+        return Turns(())
+    starts, vectors = window_embeddings(samples, config)
+    times, similarity = boundary_similarities(starts, vectors, config)
+    low, high = config.min_piece_s, duration - config.min_piece_s
+    minima = [i for i in range(len(similarity)) if similarity[i] < config.change_threshold
+              and (i == 0 or similarity[i] <= similarity[i - 1])
+              and (i + 1 == len(similarity) or similarity[i] <= similarity[i + 1])]
+    db = frame_energy_db(samples, EMBEDDING_RATE)
+    cuts: list[float] = []
+    for i in sorted(minima, key=lambda j: similarity[j]):  # the clearest changes first
+        cut = quiet_point(db, valley_centre(times, similarity, i, config), config.pause_radius_s, low, high)
+        if low - 1e-9 <= cut <= high + 1e-9 and all(abs(cut - c) >= config.min_piece_s - 1e-9 for c in cuts):
+            cuts.append(cut)
+    return Turns(tuple(sorted(cuts)))
+
+
+def speaker_turns(samples: np.ndarray, sample_rate: int, config: SpeakerConfig) -> Turns:
+    if config.method == "embedding":
+        return embedding_turns(samples, sample_rate, config)
+    return Turns(tuple(mfcc_cuts(samples, sample_rate, config)))
+
+
+def speaker_change_cuts(samples: np.ndarray, sample_rate: int, config: SpeakerConfig) -> list[float]:
+    """Cut times, in seconds from the start of `samples`, by the configured method."""
+    return list(speaker_turns(samples, sample_rate, config).cuts)
 
 
 def read_samples(wav_path: str, span: Span) -> tuple[np.ndarray, int]:

@@ -104,6 +104,9 @@ def test_a_moved_option_says_where_it_is_now(old, new):
     ({"asr": {"google": {"timeout_s": 0}}}, "asr.google.timeout_s must be > 0"),
     ({"faces": {"jpeg_quality": 40}}, "faces.jpeg_quality"),
     ({"run": {"runner": "ray"}}, "run.runner must be threads or dask"),
+    ({"speakers": {"method": "bic"}}, "speakers.method must be one of"),
+    ({"speakers": {"embedding_hop_s": 2.0}}, "embedding_hop_s"),
+    ({"speakers": {"change_threshold": 2}}, "speakers.change_threshold"),
 ])
 def test_each_section_checks_itself(overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -66,6 +66,14 @@ def test_grid_segment_matches_the_alignment(dataset, media):
     assert abs(record["start"] - start) <= 0.3 and abs(record["end"] - end) <= 0.3
 
 
+def test_grid_segment_edges_are_within_a_tenth_of_a_second_of_the_words(dataset, media):
+    """vad.refine_edges: both ends within 0.1 s of the .align speech span."""
+    out, _ = dataset
+    start, end = grid_speech_span(media)
+    record, = by_file(read_jsonl(out / "manifest.jsonl"), "av_grid_id2_swwp2s.mpg")
+    assert abs(record["start"] - start) <= 0.1 and abs(record["end"] - end) <= 0.1
+
+
 def test_videos_record_what_was_dropped_and_why(dataset):
     out, _ = dataset
     videos = {Path(v["source"]).name: v for v in read_jsonl(out / "videos.jsonl")}

@@ -1,4 +1,7 @@
-"""Speaker-change splitting on constructed signals: each rule shown by a case."""
+"""Speaker-change splitting: the paper's MFCC method on constructed signals, each rule shown by a case
+(`MFCC` pins the method), then both methods on a real splice of two speakers."""
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -6,6 +9,7 @@ from modalink.config import SpeakerConfig
 from tasks.speakers import speaker_change_cuts
 
 RATE = 16000
+MFCC = SpeakerConfig(method="mfcc")
 
 
 def voice(seconds: float, pitch: float, formants: tuple[float, ...], seed: int) -> np.ndarray:
@@ -25,38 +29,39 @@ SPEAKER_B = dict(pitch=230.0, formants=(300.0, 2700.0))
 
 
 def test_one_voice_is_not_split():
-    assert speaker_change_cuts(voice(4.0, **SPEAKER_A, seed=1), RATE, SpeakerConfig()) == []
+    assert speaker_change_cuts(voice(4.0, **SPEAKER_A, seed=1), RATE, MFCC) == []
 
 
 def test_a_change_of_voice_is_cut_near_the_change():
     samples = np.concatenate([voice(3.0, **SPEAKER_A, seed=1), voice(3.0, **SPEAKER_B, seed=2)])
-    cuts = speaker_change_cuts(samples, RATE, SpeakerConfig())
+    cuts = speaker_change_cuts(samples, RATE, MFCC)
     assert len(cuts) == 1 and abs(cuts[0] - 3.0) <= 0.75
 
 
 def test_a_lower_threshold_keeps_the_voices_together():
     samples = np.concatenate([voice(3.0, **SPEAKER_A, seed=1), voice(3.0, **SPEAKER_B, seed=2)])
-    assert speaker_change_cuts(samples, RATE, SpeakerConfig(similarity_threshold=-1.0)) == []
+    assert speaker_change_cuts(samples, RATE, dataclasses.replace(MFCC, similarity_threshold=-1.0)) == []
 
 
 def test_no_piece_shorter_than_the_minimum():
     samples = np.concatenate([voice(0.7, **SPEAKER_B, seed=2), voice(3.0, **SPEAKER_A, seed=1)])
-    config = SpeakerConfig(min_piece_s=1.5)
+    config = dataclasses.replace(MFCC, min_piece_s=1.5)
     assert all(cut >= 1.5 for cut in speaker_change_cuts(samples, RATE, config))
 
 
 @pytest.mark.parametrize("seconds", [0.5, 1.9])
 def test_segments_shorter_than_two_windows_are_left_whole(seconds):
     samples = np.concatenate([voice(seconds / 2, **SPEAKER_A, seed=1), voice(seconds / 2, **SPEAKER_B, seed=2)])
-    assert speaker_change_cuts(samples, RATE, SpeakerConfig()) == []
+    assert speaker_change_cuts(samples, RATE, MFCC) == []
 
 
 def test_disabled_means_no_cuts():
     samples = np.concatenate([voice(3.0, **SPEAKER_A, seed=1), voice(3.0, **SPEAKER_B, seed=2)])
-    assert speaker_change_cuts(samples, RATE, SpeakerConfig(enabled=False)) == []
+    assert speaker_change_cuts(samples, RATE, dataclasses.replace(MFCC, enabled=False)) == []
 
 
-def test_real_splice_of_two_speakers_is_cut_at_the_join(media, tmp_path):
+@pytest.mark.parametrize("method", ["mfcc", "embedding"])
+def test_real_splice_of_two_speakers_is_cut_at_the_join(media, tmp_path, method):
     """4.5 s of the auto-editor narrator, then 4.5 s of JFK: one cut, at the join."""
     from modalink.config import AudioConfig
     from modalink.records import Span
@@ -67,5 +72,5 @@ def test_real_splice_of_two_speakers_is_cut_at_the_join(media, tmp_path):
     for name, start in (("noface_speech_autoeditor_example.mp4", 1.5), ("en_jfk.flac", 1.0)):
         audio = extract_audio(str(media / name), str(tmp_path / f"{name}.wav"), AudioConfig())
         parts.append(read_samples(audio.path, Span(start, start + 4.5))[0])
-    cuts = speaker_change_cuts(np.concatenate(parts), RATE, SpeakerConfig())
+    cuts = speaker_change_cuts(np.concatenate(parts), RATE, SpeakerConfig(method=method))
     assert len(cuts) == 1 and abs(cuts[0] - 4.5) <= 0.5

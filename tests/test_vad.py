@@ -59,3 +59,13 @@ def test_real_grid_clip_matches_its_alignment(media, tmp_path):
     assert len(result.spans) == 1
     assert abs(result.spans[0].start - truth.start) <= 0.3
     assert abs(result.spans[0].end - truth.end) <= 0.3
+
+
+def test_refined_edges_are_within_a_tenth_of_a_second_of_the_words(media, tmp_path):
+    truth = Span(*grid_speech_span(media))
+    audio = extract_audio(str(media / "av_grid_id2_swwp2s.mpg"), str(tmp_path / "a.wav"), AudioConfig())
+    span, = detect_speech(audio.path, VadConfig()).spans
+    assert abs(span.start - truth.start) <= 0.1 and abs(span.end - truth.end) <= 0.1
+    assert span.start <= truth.start + 0.02 and span.end >= truth.end - 0.02  # no word cut (20 ms tolerance)
+    unrefined, = detect_speech(audio.path, VadConfig(refine_edges=False)).spans
+    assert truth.start - unrefined.start > 0.2  # what the 30 ms VAD frames alone give
