@@ -149,3 +149,15 @@ def google_server():
 def google(google_server):
     google_server.reset()
     return google_server
+
+
+@pytest.fixture(scope="session")
+def av_inputs(media) -> Path:
+    """The audio-visual speaker inputs of issue 16 (side_by_side.mp4, voice_over.mp4, conversation.mp4 and
+    their reference JSON), built once by bench/make_av_inputs.py into its cache (reused when current)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "make_av_inputs.py"), "--media", str(media)],
+                          capture_output=True, text=True, timeout=600, check=True)
+    return Path(json.loads(done.stdout.strip().splitlines()[-1])["side_by_side.mp4"]).parent
