@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from modalink import timing
 from modalink.config import Config
 from modalink.records import DROP_TOO_SHORT, Video, VideoRecord
-from modalink.stages import segment_stages
+from modalink.stages import discover, segment_stages
 from modalink.storage import StorageError, open_storage
 from flows.plan import RunPlan, VideoOutcome, failed_video
 from flows.segments import outcome, run_stages
@@ -136,6 +136,7 @@ def run_video(video_flow, acquired: PrefectFuture, staging_dir: Path, plan: RunP
 def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build (or extend) the dataset at `out` from videos, playlists, files or folders."""
     timing.reset()
+    discover()  # the sections of registered stages (speaker_face, added ones) are config sections too
     cfg = Config.load(overrides=config)
     logger = get_run_logger()
     storage = open_storage(out)

@@ -130,6 +130,7 @@ class SpeakerConfig(Section):
 
 @dataclass(frozen=True)
 class FaceConfig(Section):
+    detector: str = "mtcnn"  # mtcnn | yuface (libfacedetection; QUALITY-faces.md compares them)
     fps: float = 1.0  # frames sampled per second inside a segment
     max_frames: int = 10  # only the first N sampled frames are analysed
     scale: float = 0.5  # frames are downscaled by this factor before detection
@@ -141,6 +142,7 @@ class FaceConfig(Section):
 
     def problems(self) -> list[str]:
         return [message for ok, message in [
+            (self.detector in ("mtcnn", "yuface"), f"faces.detector must be mtcnn or yuface, got {self.detector!r}"),
             (self.fps > 0 and self.max_frames >= 1, "faces.fps must be > 0 and faces.max_frames >= 1"),
             (0 < self.scale <= 1, "faces.scale must be in (0, 1]"),
             (1 <= self.jpeg_quality <= 31, "faces.jpeg_quality must be 1 .. 31 (ffmpeg -q:v)"),

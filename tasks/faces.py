@@ -1,4 +1,5 @@
-"""Step 6, faces: sample frames inside each segment, find faces with MTCNN, take the largest as the speaker.
+"""Step 6, faces: sample frames inside each segment, find faces with MTCNN (or yuface: `faces.detector`),
+take the largest as the speaker (the speaker_face stage, `tasks.speaker_face`, may choose another).
 
 Frames are taken at `fps` (1 per second) from each segment's start; only the first `max_frames` (10)
 are analysed. A chunk of consecutive segments is handled by one decoder that walks through the
@@ -26,7 +27,9 @@ from modalink.stages import Drop, SegmentStage, register
 from modalink.storage import write_atomically
 from modalink.timing import usable_cores
 from tasks.faces_decoding import as_rgb, batches_in_background, encode_jpeg, frames_at, scaled_size
-from tasks.faces_mtcnn import detect_in_frames, get_detector
+from tasks import faces_mtcnn, faces_yuface
+
+DETECTORS = {"mtcnn": faces_mtcnn, "yuface": faces_yuface}  # faces.detector: the module of each
 
 DROP_NO_FACE = "no_face"
 
@@ -85,7 +88,7 @@ def detect_faces_in_segments(video: Video, media_info: MediaInfo, segments: Sequ
 
     with _chunk_slots:
         for batch in batches_in_background(as_rgb(frames_for_mtcnn(), size), config.batch_size):
-            detections = detect_in_frames([rgb for _, rgb in batch], config)
+            detections = DETECTORS[config.detector].detect_in_frames([rgb for _, rgb in batch], config)
             for ((t, k), _), in_frame in zip(batch, detections):
                 analysed[k] += 1
                 for detection in in_frame:
@@ -120,14 +123,14 @@ class FacesStage(SegmentStage):
     drops = (DROP_NO_FACE,)
     per_chunk = True
     timing = ""  # timed inside, as "frames" (decoding) and "faces" (MTCNN)
-    packages = ("mtcnn", "tensorflow-cpu")
-    code = ("tasks.faces_decoding", "tasks.faces_mtcnn")
+    packages = ("mtcnn", "tensorflow-cpu", "yuface")
+    code = ("tasks.faces_decoding", "tasks.faces_mtcnn", "tasks.faces_yuface")
 
     def chunk_size(self, config) -> int:
         return config.faces.chunk_segments
 
     def preload(self, config) -> None:
-        get_detector()
+        DETECTORS[config.faces.detector].get_detector()
 
     def run_chunk(self, items, options: FaceConfig) -> list[FaceResult | Drop]:
         first = items[0]

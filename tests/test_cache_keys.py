@@ -6,7 +6,7 @@ import pytest
 
 from modalink.config import Config, Section
 from modalink.records import MediaInfo, Segment, SegmentFiles, Span, Video
-from modalink.stages import SegmentInput, segment_stages
+from modalink.stages import SegmentInput, discover, segment_stages
 from tasks.audio import ExtractedAudio, extract_audio_task
 from tasks.base import stage_task
 from tasks.probe import probe_task
@@ -16,14 +16,16 @@ from tasks.vad import detect_speech_task
 # Which cached steps read each section (beside the options the flow gives them, nothing else).
 READERS = {
     "acquire": set(),  # downloads are not a cached step; finished videos are keyed by every option
-    "audio": {"extract-audio", "media", "transcription"},
+    "audio": {"extract-audio", "speaker_face", "media", "transcription"},
     "vad": {"detect-speech"},
     "speakers": {"split-speakers"},
     "faces": {"faces"},
     "clips": {"media"},
     "asr": {"transcription"},
     "run": set(),
+    "speaker_face": {"speaker_face"},
 }
+discover()  # every stage's section (speaker_face's among them) before the configs below are made
 VIDEO = Video("v-1234abcd", "v.mp4", "/data/v.mp4", "1234abcd")
 AUDIO = ExtractedAudio("/staging/.modalink/work/v/audio.wav", 16000, 3.0, False)
 MEDIA_INFO = MediaInfo(3.0, 360, 288, 25.0, "mpeg1video", "mp2", 44100, 2)
@@ -76,7 +78,10 @@ def with_option(cfg: Config, option: str, value) -> Config:
         if len(names) == 1:
             return dataclasses.replace(section, **{names[0]: value})
         return dataclasses.replace(section, **{names[0]: replace(getattr(section, names[0]), names[1:])})
-    return dataclasses.replace(cfg, **{names[0]: replace(cfg.section(names[0]), names[1:])})
+    section = replace(cfg.section(names[0]), names[1:])
+    if names[0] not in Config.CORE:  # a registered stage's own section
+        return dataclasses.replace(cfg, added={**cfg.added, names[0]: section})
+    return dataclasses.replace(cfg, **{names[0]: section})
 
 
 def expected_readers(cfg: Config, option: str, runtime: bool) -> set[str]:

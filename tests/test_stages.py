@@ -30,7 +30,8 @@ def registry(monkeypatch):
 
 def test_the_core_stages_in_order():
     assert [(s.name, s.section, s.needs, s.per_chunk) for s in segment_stages()] == [
-        ("faces", "faces", (), True), ("media", "clips", (), False), ("transcription", "asr", ("media",), False)]
+        ("faces", "faces", (), True), ("speaker_face", "speaker_face", ("faces",), True), ("media", "clips", (), False),
+        ("transcription", "asr", ("media",), False)]
 
 
 def test_a_stage_runs_after_what_it_needs_and_unknown_needs_are_named(registry):
@@ -64,11 +65,11 @@ def test_the_stages_command_lists_them_in_order_with_sections_and_needs():
                             cwd=ROOT, env=env, timeout=120, check=True).stdout
     rows = [json.loads(line) for line in listed.splitlines()]
     assert [(r["name"], r["section"], r["needs"]) for r in rows] == [
-        ("faces", "faces", []), ("media", "clips", []), ("transcription", "asr", ["media"]),
-        ("loudness", "loudness", ["media"])]
+        ("faces", "faces", []), ("speaker_face", "speaker_face", ["faces"]), ("media", "clips", []),
+        ("transcription", "asr", ["media"]), ("loudness", "loudness", ["media"])]
     table = subprocess.run([sys.executable, "-m", "modalink.cli", "stages"], capture_output=True, text=True, cwd=ROOT,
                            env=env, timeout=120, check=True).stdout.splitlines()
-    assert table[0].split()[:4] == ["#", "stage", "runs", "on"] and table[4].split()[:4] == ["4", "loudness", "segment", "loudness"]
+    assert table[0].split()[:4] == ["#", "stage", "runs", "on"] and table[5].split()[:4] == ["5", "loudness", "segment", "loudness"]
 
 
 def ran(summary) -> set[str]:
