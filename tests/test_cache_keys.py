@@ -16,7 +16,7 @@ from tasks.vad import detect_speech_task
 # Which cached steps read each section (beside the options the flow gives them, nothing else).
 READERS = {
     "acquire": set(),  # downloads are not a cached step; finished videos are keyed by every option
-    "audio": {"extract-audio", "speaker_face", "media", "transcription"},
+    "audio": {"extract-audio", "speaker_face", "media", "transcription", "voice"},
     "vad": {"detect-speech"},
     "speakers": {"split-speakers"},
     "faces": {"faces"},
@@ -24,6 +24,8 @@ READERS = {
     "asr": {"transcription"},
     "run": set(),
     "speaker_face": {"speaker_face"},
+    "expressions": {"expressions"},
+    "voice": {"voice"},
 }
 discover()  # every stage's section (speaker_face's among them) before the configs below are made
 VIDEO = Video("v-1234abcd", "v.mp4", "/data/v.mp4", "1234abcd")

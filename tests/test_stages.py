@@ -30,8 +30,9 @@ def registry(monkeypatch):
 
 def test_the_core_stages_in_order():
     assert [(s.name, s.section, s.needs, s.per_chunk) for s in segment_stages()] == [
-        ("faces", "faces", (), True), ("speaker_face", "speaker_face", ("faces",), True), ("media", "clips", (), False),
-        ("transcription", "asr", ("media",), False)]
+        ("faces", "faces", (), True), ("speaker_face", "speaker_face", ("faces",), True),
+        ("expressions", "expressions", ("faces", "speaker_face"), True), ("media", "clips", (), False),
+        ("transcription", "asr", ("media",), False), ("voice", "voice", ("media", "transcription"), False)]
 
 
 def test_a_stage_runs_after_what_it_needs_and_unknown_needs_are_named(registry):
@@ -65,11 +66,13 @@ def test_the_stages_command_lists_them_in_order_with_sections_and_needs():
                             cwd=ROOT, env=env, timeout=120, check=True).stdout
     rows = [json.loads(line) for line in listed.splitlines()]
     assert [(r["name"], r["section"], r["needs"]) for r in rows] == [
-        ("faces", "faces", []), ("speaker_face", "speaker_face", ["faces"]), ("media", "clips", []),
-        ("transcription", "asr", ["media"]), ("loudness", "loudness", ["media"])]
+        ("faces", "faces", []), ("speaker_face", "speaker_face", ["faces"]),
+        ("expressions", "expressions", ["faces", "speaker_face"]), ("media", "clips", []),
+        ("transcription", "asr", ["media"]), ("voice", "voice", ["media", "transcription"]),
+        ("loudness", "loudness", ["media"])]
     table = subprocess.run([sys.executable, "-m", "modalink.cli", "stages"], capture_output=True, text=True, cwd=ROOT,
                            env=env, timeout=120, check=True).stdout.splitlines()
-    assert table[0].split()[:4] == ["#", "stage", "runs", "on"] and table[5].split()[:4] == ["5", "loudness", "segment", "loudness"]
+    assert table[0].split()[:4] == ["#", "stage", "runs", "on"] and table[7].split()[:4] == ["7", "loudness", "segment", "loudness"]
 
 
 def ran(summary) -> set[str]:
