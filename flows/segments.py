@@ -5,7 +5,8 @@ soon as a chunk is done, each of its kept segments gets its per-segment stages, 
 with the futures of the stages it needs, so they run as soon as those are done. A stage's answer
 `Drop(reason)` drops the segment under that reason; a stage that still fails after its retries
 either gives a flagged result (`failed_result`) or drops the segment as `error`, and the error is
-logged with where it happened. Nothing else drops a segment.
+logged with where it happened; the stages that need a flagged result run again on it. Nothing else
+drops a segment.
 """
 from __future__ import annotations
 
@@ -115,15 +116,21 @@ def run_stages(stages: list[SegmentStage], cfg: Config, errors: ErrorLog, droppe
         fields: dict[str, Any] = {}
         for stage in per_chunk:
             run.record_fields(stage, item.results[stage.name], fields)
+        results, flagged = dict(item.results), set()
         for stage in per_segment:
-            result, error = outcome(futures[stage.name])
+            future = futures[stage.name]
+            if flagged & set(stage.needs):  # what it waited for failed: it runs on the flagged results
+                future = run.submit(stage, replace(item, results={n: results[n] for n in stage.needs}))
+            result, error = outcome(future)
             if error is not None:
                 result = run.failed(stage, f"video {video.video_id} segment {item.segment.name}", error)
                 if result is None:
                     break
+                flagged.add(stage.name)
             if isinstance(result, Drop):
                 run.drop(result.reason)
                 break
+            results[stage.name] = result
             run.record_fields(stage, result, fields)
         else:
             records.append(SegmentRecord.build(video, item.segment, fields))

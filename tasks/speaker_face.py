@@ -6,7 +6,7 @@ what the segment shows and sounds like:
 
 1. `link_tracks`: the faces found are linked into tracks across the segment (a box joins the track
    whose last box overlaps it most, IoU >= `link_iou`, or whose centre is near enough).
-2. `sample_times`: frames are decoded at `fps` (5 per second) inside the segment, with the chunk's
+2. `sample_times`: frames are decoded at `fps` (10 per second) inside the segment, with the chunk's
    one decoder (`tasks.faces_decoding.frames_at`), as grey images at `scale` of the source size.
 3. `mouth_crop`: in each frame, each track's box (interpolated between its detections) gives the
    mouth region (`mouth_*`: the lower middle of the box), resized to a fixed size; the track's
@@ -46,8 +46,8 @@ CROP_SIZE = (32, 24)  # width, height of a mouth crop after resizing
 
 @dataclass(frozen=True)
 class SpeakerFaceConfig(Section):
-    fps: float = 5.0  # frames sampled per second inside a segment for the mouth motion
-    max_frames: int = 75  # at most this many frames per segment (15 s at 5 fps)
+    fps: float = 10.0  # frames sampled per second inside a segment for the mouth motion (QUALITY.md)
+    max_frames: int = 150  # at most this many frames per segment (15 s at 10 fps)
     scale: float = 0.5  # frames are decoded at this fraction of the source size
     mouth_left: float = 0.1  # the mouth region, as fractions of the face box's width ...
     mouth_right: float = 0.9
@@ -55,7 +55,7 @@ class SpeakerFaceConfig(Section):
     mouth_bottom: float = 1.0
     link_iou: float = 0.3  # a box joins a track whose last box overlaps it at least this much (IoU)
     min_motion: float = 0.5  # grey levels: a mouth that moves less on average is still (score 0)
-    min_score: float = -0.1  # the best track needs a score above this; otherwise the voice is off screen
+    min_score: float = 0.0  # the best track needs a score above this; otherwise the voice is off screen
     min_margin: float = 0.2  # the choice is confident when it leads the second track by this much
     min_pairs: int = 4  # fewer consecutive frame pairs in a segment: the cue cannot decide
     off_screen: str = "drop"  # drop | keep: a segment whose voice belongs to no face on screen

@@ -108,7 +108,7 @@ def test_the_speaking_face_is_chosen_side_by_side(av_inputs, soundtracks):
     assert all(len({round(f.x) // 360 for f in fr.faces}) == 2 for fr in faces)  # both faces were on screen
     assert all(r.decision == "motion" and r.track is not None for r in results)
     for result, turn in zip(results, turns):  # the face through the clip: every sampled frame, inside the half
-        assert len(result.face_track) == len(sample_times(turn["start"], turn["end"], 5.0, 75))
+        assert len(result.face_track) == len(sample_times(turn["start"], turn["end"], SpeakerFaceConfig().fps, SpeakerFaceConfig().max_frames))
         box = doc["boxes"][turn["speaker_side"]]
         assert all(box["x0"] - 5 <= p.x and p.x + p.w <= box["x1"] + 5 for p in result.face_track)
 
