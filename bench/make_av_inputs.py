@@ -15,6 +15,12 @@ driving clips, MIT repository; whisper's jfk.flac, public domain) this writes, i
   voice_over.mp4 / voice_over.json
       en_jfk.flac under a LivePortrait face clip that does not speak (looped to the audio's length): the
       voice belongs to no face on screen.
+  overlap.wav / overlap.json
+      overlapped speech (audio only, 16 kHz mono 16-bit PCM): four GRID talkers in turns D, B, C, A, where
+      B starts talking OVERLAP_PLAN's 1.0 s before D has finished and A 0.8 s before C has finished (both
+      voices at their own full level, summed sample by sample), and B -> C is a plain turn change with a
+      pause. The .json gives each talker's speech span in the output's timeline and the reference overlap
+      spans (the later talker's speech start to the earlier one's speech end).
 
 The four GRID clips are four different people (checked by eye: bbaf2n a dark-haired man in a denim shirt,
 lwbsza a grey-haired woman, swiz3n a bald man in a red shirt, id2_swwp2s a man in a dark shirt).
@@ -45,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-VERSION = "av3"  # bump when the plans or the encoding below change
+VERSION = "av4"  # bump when the plans or the encoding below change
 
 FPS = 25
 FRAME = 1.0 / FPS
@@ -82,9 +88,12 @@ SIDE_TURNS = [("left", 0.15), ("right", 0.22), ("left", None)]  # (side, target 
 SIDE_STILL_AT = 0.20  # s: the frozen frame of the silent half is taken from its leading silence
 VOICE_AUDIO = "en_jfk.flac"
 VOICE_FACE = "face_nospeech_liveportrait_d18.mp4"
+# overlap.wav: (speaker, seconds this talker's speech start comes BEFORE the previous talker's speech end;
+# negative: a pause of that length between them)
+OVERLAP_PLAN = [("D", None), ("B", 1.0), ("C", -0.25), ("A", 0.8)]
 LEAD = 0.40  # s of natural silence kept before the first and after the last utterance
 OUTPUTS = ["conversation.mp4", "conversation.turns.json", "side_by_side.mp4", "side_by_side.turns.json",
-           "voice_over.mp4", "voice_over.json"]
+           "voice_over.mp4", "voice_over.json", "overlap.wav", "overlap.json"]
 
 
 def default_out() -> Path:
@@ -345,6 +354,47 @@ def build_voice_over(media: Path, out: Path) -> None:
     (out / "voice_over.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
+def build_overlap(media: Path, out: Path, parts: dict) -> None:
+    """overlap.wav: OVERLAP_PLAN's talkers, each clip's whole audio placed so that its speech starts the
+    planned time before (or after) the previous talker's speech end, and summed."""
+    rate = 16000
+    placed = []  # (speaker, offset of the clip in the output, speech start, speech end), in seconds
+    offset = 0.0
+    for k, (spk, lead) in enumerate(OVERLAP_PLAN):
+        s, e = parts[spk]["span"]
+        if k:
+            prev_end = placed[-1][3]
+            offset = prev_end - lead - s
+        placed.append((spk, offset, offset + s, offset + e))
+    shift = -min(p[1] for p in placed)
+    clips = {spk: pcm(media / GRID[spk], rate) for spk, _ in OVERLAP_PLAN}
+    total = max(p[1] + shift + len(clips[p[0]]) / rate for p in placed)
+    mix = np.zeros(int(math.ceil(total * rate)), dtype=np.float64)
+    for spk, off, _, _ in placed:
+        i = round((off + shift) * rate)
+        mix[i:i + len(clips[spk])] += clips[spk]
+    peak = float(np.abs(mix).max())
+    if peak > 0.99:  # never clip: scale the whole mix down
+        mix *= 0.99 / peak
+    import wave
+
+    tmp = out / "overlap.tmp.wav"
+    with wave.open(str(tmp), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.round(mix * 32767).astype("<i2").tobytes())
+    tmp.replace(out / "overlap.wav")
+    turns = [{"speaker": spk, "start": r(a + shift), "end": r(b + shift), "source_clip": GRID[spk],
+              "span_source": parts[spk]["source"]} for spk, _, a, b in placed]
+    overlaps = [{"start": r(nxt["start"]), "end": r(prev["end"]), "speakers": [prev["speaker"], nxt["speaker"]]}
+                for prev, nxt in zip(turns, turns[1:]) if nxt["start"] < prev["end"]]
+    doc = {"rate": rate, "turns": turns, "overlaps": overlaps,
+           "note": "audio only; clips summed at their own level" + (f", then scaled by {0.99 / peak:.3f}"
+                                                                    if peak > 0.99 else "")}
+    (out / "overlap.json").write_text(json.dumps(doc, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--media", type=Path, default=ROOT / "media")
@@ -368,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         build_conversation(args.media, out, parts)
         build_side_by_side(args.media, out, parts)
         build_voice_over(args.media, out)
+        build_overlap(args.media, out, parts)
         manifest.write_text(json.dumps({"version": VERSION, "outputs": OUTPUTS,
                                         "spans": {GRID[s]: [r(v) for v in p["span"]] + [p["source"]]
                                                   for s, p in parts.items()}}, indent=1) + "\n")

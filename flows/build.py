@@ -19,7 +19,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from modalink import timing
 from modalink.config import Config
-from modalink.records import DROP_TOO_SHORT, Video, VideoRecord
+from modalink.records import DROP_OVERLAP, DROP_TOO_SHORT, Video, VideoRecord
 from modalink.stages import discover, segment_stages
 from modalink.storage import StorageError, open_storage
 from flows.plan import RunPlan, VideoOutcome, failed_video
@@ -101,9 +101,12 @@ def process_video(video: Video, staging_dir: str, config: dict[str, Any]) -> Vid
         return VideoOutcome(record, errors_logged=errors.count)
     record.audio_fallback = audio.fallback
     speech = detect_speech_task(video, audio, cfg.vad)
-    segments = split_speakers_task(video, audio, speech.spans, cfg.speakers)
+    split = split_speakers_task(video, audio, speech.spans, cfg.speakers, cfg.vad.min_segment_s)
+    segments = split.segments
     record.speech_segments, record.segments_found = len(speech.spans), len(segments)
     record.segments_dropped[DROP_TOO_SHORT] = speech.too_short
+    record.segments_dropped[DROP_OVERLAP] = split.overlap_dropped
+    record.segments_overlapped = split.overlapped
     logger.info("%s: %d speech segments, %d pieces after speaker split", video.video_id, len(speech.spans), len(segments))
 
     kept = run_stages(segment_stages(), cfg, errors, record.segments_dropped, video, media_info, audio.path,
@@ -112,7 +115,7 @@ def process_video(video: Video, staging_dir: str, config: dict[str, Any]) -> Vid
     record.transcription_failed = sum(segment.transcript_status == "failed" for segment in kept)
     record.transcript_suspect = sum(bool(segment.transcript_suspect) for segment in kept)
     logger.info("%s: kept %d of %d segments (dropped: %s)", video.video_id, record.segments_kept,
-                record.segments_found + speech.too_short, record.segments_dropped)
+                record.segments_found + speech.too_short + split.overlap_dropped, record.segments_dropped)
     return VideoOutcome(record, kept, errors.count)
 
 

@@ -97,6 +97,7 @@ class VadConfig(Section):
 
 
 SPEAKER_METHODS = ("embedding", "mfcc")
+OVERLAP_MODES = ("flag", "cut", "off")
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,10 @@ class SpeakerConfig(Section):
     embedding_hop_s: float = 0.25  # embedding: step between windows (and between candidate changes)
     change_threshold: float = 0.15  # embedding: cosine of the two sides below this (at a local minimum) is a change
     pause_radius_s: float = 0.4  # embedding: a change moves to the quietest point this close
-    threads: int = runtime(1)  # onnxruntime threads for CAM++ (1: the same bits on every machine)
+    threads: int = runtime(1)  # onnxruntime threads for CAM++ and the overlap model (1: the same bits on every machine)
+    overlap: str = "flag"  # overlapped speech (segmentation-3.0): flag (count its seconds) | cut (remove it) | off
+    overlap_threshold: float = 0.4  # a frame is overlapped where the model's overlap probability is above this
+    overlap_min_s: float = 0.1  # shorter overlap spans are ignored
     window_s: float = 1.0  # MFCC window
     hop_s: float = 0.5  # step between consecutive windows
     n_mfcc: int = 13
@@ -125,6 +129,9 @@ class SpeakerConfig(Section):
             (-1 <= self.change_threshold <= 1, "speakers.change_threshold must be in [-1, 1]"),
             (self.pause_radius_s >= 0 and self.min_piece_s >= 0, "speakers.pause_radius_s and min_piece_s must be >= 0"),
             (self.threads >= 1, "speakers.threads must be >= 1"),
+            (self.overlap in OVERLAP_MODES, f"speakers.overlap must be one of {list(OVERLAP_MODES)}, got {self.overlap!r}"),
+            (0 < self.overlap_threshold < 1, "speakers.overlap_threshold must be in (0, 1)"),
+            (self.overlap_min_s >= 0, "speakers.overlap_min_s must be >= 0"),
         ] if not ok]
 
 

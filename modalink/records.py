@@ -20,6 +20,7 @@ CONTRACT_PATH = Path(__file__).with_name("dataset.schema.json")
 # declared by the stage that gives it (`SegmentStage.drops`).
 DROP_TOO_SHORT = "too_short"
 DROP_ERROR = "error"  # a stage still failed after its retries (counted only when it happens)
+DROP_OVERLAP = "overlap"  # speakers.overlap = cut: a part left between overlap spans is too short
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Segment:
     piece_index: int
     start: float
     end: float
+    overlap_s: float = 0.0  # seconds of overlapped speech inside (speakers.overlap = flag)
 
     @property
     def name(self) -> str:
@@ -153,6 +155,7 @@ class SegmentRecord:
     segment: str  # the paper's id inside the video, e.g. "9_0"
     frames_analysed: int
     transcript_suspect: list[str] = field(default_factory=list)  # reasons; empty: nothing suspect
+    overlap_s: float = 0.0  # seconds of overlapped speech (two voices at once) inside; 0 when none or not looked for
     custom: dict[str, Any] = field(default_factory=dict)  # one entry per added stage, by its name
 
     @classmethod
@@ -160,7 +163,7 @@ class SegmentRecord:
         """The record of a kept segment from the fields its stages gave (`SegmentStage.record_fields`)."""
         return cls(segment_id=segment.segment_id, video_id=video.video_id, source=video.source,
                    start=round(segment.start, 3), end=round(segment.end, 3), duration=round(segment.duration, 3),
-                   segment=segment.name, **stage_fields)
+                   segment=segment.name, overlap_s=round(segment.overlap_s, 3), **stage_fields)
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest line; `custom` only when a stage wrote into it."""
@@ -187,6 +190,7 @@ class VideoRecord:
     audio_fallback: bool = False  # audio was decoded with the error-tolerant fallback
     speech_segments: int = 0  # from VAD, before speaker splitting
     segments_found: int = 0  # pieces after speaker splitting
+    segments_overlapped: int = 0  # pieces with overlapped speech (flag), or speech segments it was cut from (cut)
     segments_kept: int = 0
     segments_dropped: dict[str, int] = field(default_factory=lambda: zero_drops())  # by reason
     transcription_failed: int = 0
@@ -197,10 +201,10 @@ class VideoRecord:
 
 
 def zero_drops() -> dict[str, int]:
-    """A count of 0 for each drop reason a run may give: too_short, then each stage's in stage order."""
+    """A count of 0 for each drop reason a run may give: too_short, overlap, then each stage's in stage order."""
     from modalink.stages import declared_drops
 
-    return {DROP_TOO_SHORT: 0, **{reason: 0 for reason in declared_drops()}}
+    return {DROP_TOO_SHORT: 0, DROP_OVERLAP: 0, **{reason: 0 for reason in declared_drops()}}
 
 
 def face_box(face: FaceBox) -> dict[str, float]:

@@ -53,7 +53,9 @@ class SegmentInput:
 
     def cache_key(self) -> tuple:
         """What the result may depend on, besides the options: nothing tied to one machine's folders."""
-        return (self.video.video_id, self.video.fingerprint, self.segment, self.media_info, dict(self.results))
+        # overlap_s is only reported (speakers.overlap = flag): it changes no stage's result, so it is left out
+        segment = dataclasses.replace(self.segment, overlap_s=0.0)
+        return (self.video.video_id, self.video.fingerprint, segment, self.media_info, dict(self.results))
 
 
 class SegmentStage:

@@ -68,12 +68,15 @@ class StepInputs(CachePolicy):
         return hash_objects(keyed, source_digest(*map(Path, self.code)), raise_on_failure=True)
 
 
-def step(name: str, timing: str, run_name: str, exclude: tuple[str, ...] = (), retries: int = 0) -> Callable:
+def step(name: str, timing: str, run_name: str, exclude: tuple[str, ...] = (), retries: int = 0,
+         code: tuple[str, ...] = ()) -> Callable:
     """Make a step's pure function its Prefect task: timed under `timing` in the run summary, cached
-    by `StepInputs` over the function's own module, results persisted, transient failures retried
-    (`retries` here; the flow sets the count from the config where it has one)."""
+    by `StepInputs` over the function's own module (and the further files in `code`), results persisted,
+    transient failures retried (`retries` here; the flow sets the count from the config where it has one)."""
+    extra = code
+
     def wrap(function: Callable) -> Task:
-        code = (inspect.getfile(function),)
+        code = (inspect.getfile(function), *extra)
 
         @functools.wraps(function)
         def timed_step(*args, **kwargs):

@@ -8,19 +8,24 @@
   `embedding_linear` output); a local minimum of that similarity below `change_threshold` is a change of
   speaker, moved to the quietest 10 ms point within `pause_radius_s` (the pause between two turns, which
   the VAD merges when it is under 0.3 s). Two sentences of one speaker in a row look alike on both sides
-  and are not cut. Segments shorter than two windows (3 s) are left whole. Overlapped speech is not
-  detected (QUALITY.md says what was tried).
+  and are not cut. Segments shorter than two windows (3 s) are left whole.
 - "mfcc": the paper's. MFCCs (librosa) on 10 ms hops; each `window_s` window (every `hop_s`) is summarised
   by its mean MFCC vector, without c0 by default: c0 is log energy, and left in it makes every pair of
   windows look alike (tests/test_speakers.py splices two speakers). Where the cosine similarity of two
   consecutive windows falls below `similarity_threshold`, a cut is placed at the centre of the later window.
 
 Either way both sides of a cut keep at least `min_piece_s`. Pieces are named like the paper: 9_0, 9_1, ...
+
+Overlapped speech (two voices at once; pyannote segmentation-3.0, tasks/overlap.py) is looked for first,
+whatever `enabled` says, by `speakers.overlap`: "flag" keeps the segments and gives each piece its
+overlapped seconds (`Segment.overlap_s`); "cut" removes the overlap spans, so a segment becomes its parts
+before and after (parts shorter than vad.min_segment_s are dropped and counted), and the speaker change
+split runs on each part; "off" does not look.
 """
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +33,7 @@ import numpy as np
 from modalink.config import ConfigError, SpeakerConfig
 from modalink.records import Segment, Span, Video
 from modalink.wav import read_span
+from tasks import overlap
 from tasks.audio import ExtractedAudio
 from tasks.base import step
 
@@ -101,6 +107,8 @@ def speaker_model(threads: int = 1):
 
 def load_speaker_model(config: SpeakerConfig) -> None:
     """Load what the chosen method needs (for the flow's background preload)."""
+    if config.overlap != "off":
+        overlap.overlap_model(config.threads)
     if config.enabled and config.method == "embedding":
         speaker_model(config.threads)
     elif config.enabled and config.method == "mfcc":
@@ -221,15 +229,61 @@ def read_samples(wav_path: str, span: Span) -> tuple[np.ndarray, int]:
     return found.samples(), found.rate
 
 
-def split_speakers(video_id: str, wav_path: str, spans: tuple[Span, ...], config: SpeakerConfig) -> list[Segment]:
-    segments = []
+def span_overlaps(wav_path: str, span: Span, config: SpeakerConfig) -> list[tuple[float, float]]:
+    """The overlap spans inside `span`, in seconds of the soundtrack. The model sees the span with the
+    soundtrack around it (overlap.context_span): zero-padding a short segment instead gives false overlap."""
+    if config.overlap == "off":
+        return []
+    a, b = overlap.context_span(span.start, span.end, wav_duration(wav_path))
+    samples, rate = read_samples(wav_path, Span(a, b))
+    found = overlap.find_overlaps(to_model_rate(samples, rate), config.overlap_threshold, config.overlap_min_s,
+                                  offset=a, threads=config.threads)
+    return overlap.clip_to(found, span.start, span.end, config.overlap_min_s)
+
+
+def wav_duration(wav_path: str) -> float:
+    params = read_span(wav_path, 0.0, 0.0).params
+    return params.nframes / params.framerate
+
+
+@dataclass(frozen=True)
+class SpeakerSplit:
+    """The speakers step's result: the pieces, and what overlapped speech did to them."""
+    segments: list[Segment]
+    overlapped: int = 0  # pieces holding overlapped speech (flag) or speech segments it was cut from (cut)
+    overlap_dropped: int = 0  # cut: parts between overlap spans shorter than vad.min_segment_s, dropped
+
+
+def speaker_split(video_id: str, wav_path: str, spans: tuple[Span, ...], config: SpeakerConfig,
+                  min_segment_s: float = 0.5) -> SpeakerSplit:
+    segments: list[Segment] = []
+    overlapped = dropped = 0
     for i, span in enumerate(spans):
-        samples, rate = read_samples(wav_path, span)
-        bounds = [span.start, *(round(span.start + c, 3) for c in speaker_change_cuts(samples, rate, config)), span.end]
-        segments.extend(Segment(video_id, i, j, start, end) for j, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])))
-    return segments
+        found = span_overlaps(wav_path, span, config)
+        parts = [(span.start, span.end)]
+        if config.overlap == "cut" and found:
+            parts, short = overlap.cut_out(span.start, span.end, found, min_segment_s)
+            overlapped, dropped = overlapped + 1, dropped + short
+        pieces = []
+        for start, end in parts:
+            samples, rate = read_samples(wav_path, Span(start, end))
+            cuts = [round(start + c, 3) for c in speaker_change_cuts(samples, rate, config)]
+            pieces.extend(zip([start, *cuts], [*cuts, end]))
+        for j, (start, end) in enumerate(pieces):
+            piece = Segment(video_id, i, j, start, end)
+            if config.overlap == "flag" and (seconds := overlap.overlapped_seconds(start, end, found)) > 0:
+                piece, overlapped = replace(piece, overlap_s=seconds), overlapped + 1
+            segments.append(piece)
+    return SpeakerSplit(segments, overlapped, dropped)
 
 
-@step("split-speakers", timing="speaker_split", run_name="speakers {video.video_id}")
-def split_speakers_task(video: Video, audio: ExtractedAudio, spans: tuple[Span, ...], config: SpeakerConfig) -> list[Segment]:
-    return split_speakers(video.video_id, audio.path, spans, config)
+def split_speakers(video_id: str, wav_path: str, spans: tuple[Span, ...], config: SpeakerConfig,
+                   min_segment_s: float = 0.5) -> list[Segment]:
+    return speaker_split(video_id, wav_path, spans, config, min_segment_s).segments
+
+
+@step("split-speakers", timing="speaker_split", run_name="speakers {video.video_id}", code=(overlap.__file__,))
+def split_speakers_task(video: Video, audio: ExtractedAudio, spans: tuple[Span, ...], config: SpeakerConfig,
+                        min_segment_s: float = 0.5) -> SpeakerSplit:
+    """`min_segment_s` is vad.min_segment_s: with speakers.overlap = cut, shorter parts are dropped."""
+    return speaker_split(video.video_id, audio.path, spans, config, min_segment_s)

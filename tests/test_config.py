@@ -107,6 +107,9 @@ def test_a_moved_option_says_where_it_is_now(old, new):
     ({"speakers": {"method": "bic"}}, "speakers.method must be one of"),
     ({"speakers": {"embedding_hop_s": 2.0}}, "embedding_hop_s"),
     ({"speakers": {"change_threshold": 2}}, "speakers.change_threshold"),
+    ({"speakers": {"overlap": "maybe"}}, "speakers.overlap must be one of"),
+    ({"speakers": {"overlap_threshold": 1.0}}, "speakers.overlap_threshold"),
+    ({"speakers": {"overlap_min_s": -1}}, "speakers.overlap_min_s"),
 ])
 def test_each_section_checks_itself(overrides, message):
     with pytest.raises(ConfigError, match=message):
