@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import time
 
 import pytest
 
@@ -89,6 +90,10 @@ def open_task(chromium, ls, project, task):
         chromium.send("Network.setCookie", name=name, value=value, url=ls.url)
     chromium.send("Page.navigate", url=f"{ls.url}/projects/{project}/data?task={task}")
     chromium.wait_for("[...document.querySelectorAll('video')].some(v => v.readyState >= 2)", 90)
+    # the player shows its first frame once its loader is gone
+    chromium.wait_for("![...document.querySelectorAll('[class*=loading], [class*=Loading], [class*=spinner], "
+                      "[class*=loader]')].some(e => e.offsetParent !== null)", 60)
+    time.sleep(0.5)
 
 
 def test_round_trip_through_label_studio(label_studio, grid_dataset, media, capsys, tmp_path):
