@@ -216,9 +216,10 @@ def run_annotate(args: argparse.Namespace) -> int:
                   f"media {done['media']}\n  config: {done['config']}\n  tasks:  {done['tasks']}", file=sys.stderr)
             return EXIT_OK
         override = None
-        if args.classes:
-            stored = annotate.Settings.load(__import__("modalink.storage", fromlist=["open_storage"]).open_storage(dataset))
-            override = stored or annotate.Settings()
+        if args.classes:  # else the classes of the last export (DIR/annotation.json), or MELD's
+            from modalink.storage import open_storage
+
+            override = annotate.Settings.load(open_storage(dataset)) or annotate.Settings()
             override.classes = annotate.parse_classes(args.classes)
         result = annotate.run_import(dataset, args.from_export, override)
         annotate.print_import(result, dataset)
