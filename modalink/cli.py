@@ -46,6 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--verbose", action="store_true", help="show every task's log lines")
     validate = commands.add_parser("validate", help="check a dataset: every record against the schema, every file present")
     validate.add_argument("dataset", help="dataset folder")
+    annotate = commands.add_parser("annotate", help="export tasks for Label Studio, or import its labels back",
+                                   description="--to label-studio: a labeling config and tasks; "
+                                   "--from EXPORT.json: a Label Studio JSON export back into the dataset")
+    annotate.add_argument("dataset", help="dataset folder (or s3://bucket/prefix)")
+    way = annotate.add_mutually_exclusive_group(required=True)
+    way.add_argument("--to", choices=["label-studio"], help="write config.xml and tasks.json for Label Studio")
+    way.add_argument("--from", dest="from_export", metavar="EXPORT.json", help="a Label Studio JSON export to import")
+    annotate.add_argument("--out", help="folder for config.xml and tasks.json (default DIR/label-studio)")
+    annotate.add_argument("--media", choices=["local", "s3"], help="media URLs for Label Studio's local file serving "
+                          "(default for a folder) or s3:// for a cloud storage connection (default for a bucket)")
+    annotate.add_argument("--document-root", help="LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: the dataset's parent)")
+    annotate.add_argument("--s3-url", help="with --media s3 for a local dataset: where its copy lives, s3://bucket/prefix")
+    annotate.add_argument("--classes", help="emotion classes, comma separated (default MELD's seven: "
+                          "neutral,joy,surprise,anger,sadness,disgust,fear); the import defaults to the export's")
+    annotate.add_argument("--sentiment", action="store_true", help="also ask for sentiment (positive/neutral/negative)")
+    annotate.add_argument("--valence-arousal", choices=["rating", "number"],
+                          help="also ask for valence and arousal, 1 to 9, as stars or as numbers")
     stages = commands.add_parser("stages", help="list the registered segment stages in the order they run")
     stages.add_argument("--json", action="store_true", help="one JSON object per stage")
     return parser
@@ -184,6 +201,35 @@ def run_stages_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_annotate(args: argparse.Namespace) -> int:
+    from modalink import annotate
+
+    dataset = args.dataset if "://" in args.dataset else str(Path(args.dataset).expanduser())
+    if "://" not in dataset and not (Path(dataset) / "manifest.jsonl").is_file():
+        raise UsageError(f"no manifest.jsonl in {dataset}")
+    try:
+        if args.to:
+            settings = annotate.Settings(classes=annotate.parse_classes(args.classes), sentiment=args.sentiment,
+                                         valence_arousal=args.valence_arousal)
+            done = annotate.run_export(dataset, args.out, settings, args.media, args.document_root, args.s3_url)
+            print(f"MODALINK annotation export: {done['count']} tasks ({done['predictions']} with pre-labels), "
+                  f"media {done['media']}\n  config: {done['config']}\n  tasks:  {done['tasks']}", file=sys.stderr)
+            return EXIT_OK
+        override = None
+        if args.classes:  # else the classes of the last export (DIR/annotation.json), or MELD's
+            from modalink.storage import open_storage
+
+            override = annotate.Settings.load(open_storage(dataset)) or annotate.Settings()
+            override.classes = annotate.parse_classes(args.classes)
+        result = annotate.run_import(dataset, args.from_export, override)
+        annotate.print_import(result, dataset)
+        return EXIT_OK
+    except annotate.AnnotationError as exc:
+        for problem in exc.problems:
+            print(f"modalink: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+
+
 def interrupt(signum: int, frame: Any) -> None:
     """SIGTERM ends a run the way Ctrl-C does: the temporary server is stopped, and the same command
     resumes the run."""
@@ -203,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             return run_build(args, server)
+        if args.command == "annotate":
+            return run_annotate(args)
         return run_validate(args) if args.command == "validate" else run_stages_command(args)
     except (UsageError, ConfigError) as exc:
         print(f"modalink: error: {exc}", file=sys.stderr)

@@ -26,6 +26,8 @@ MANIFEST = "manifest.jsonl"
 VIDEOS = "videos.jsonl"
 SUMMARY = "run_summary.json"
 ERRORS = "errors.log"
+LABELS = "labels.jsonl"  # the annotators' labels, by `modalink annotate --from`
+ANNOTATION_SUMMARY = "annotation_summary.json"
 
 
 def merged_lines(existing: list[dict[str, Any]], key: str, replaced_videos: set[str],
@@ -86,15 +88,36 @@ class VideosExport(Exporter):
         return {VIDEOS: jsonl(records.videos)}
 
 
+def merged_records_as_published(storage: DatasetStorage) -> DatasetRecords:
+    """The dataset's published records as they are (no run's records merged in)."""
+    return DatasetRecords(parse_jsonl(storage.read_text(MANIFEST)), parse_jsonl(storage.read_text(VIDEOS)))
+
+
 @register_exporter
 class ManifestExport(Exporter):
+    """manifest.jsonl: the segments, with the annotators' labels of labels.jsonl (`modalink annotate
+    --from`) merged in as added fields, so that a build keeps them."""
+
     name, order = "manifest.jsonl", 1_000_000  # last: readers take it as the sign that all is there
 
-    def render(self, records: DatasetRecords) -> dict[str, str]:
-        return {MANIFEST: jsonl(records.segments)}
+    def render(self, records: DatasetRecords, labels: str | None = None) -> dict[str, str]:
+        from modalink.annotate import merge_labels
+
+        return {MANIFEST: jsonl(merge_labels(records.segments, labels))}
+
+    def write(self, storage: DatasetStorage, records: DatasetRecords) -> None:
+        for key, text in self.render(records, storage.read_text(LABELS)).items():
+            storage.put_text_atomically(key, text)
+
+    def is_current(self, storage: DatasetStorage, records: DatasetRecords) -> bool:
+        return all(storage.read_text(key) == text
+                   for key, text in self.render(records, storage.read_text(LABELS)).items())
 
 
 def write_summary(storage: DatasetStorage, summary: dict[str, Any]) -> None:
+    """The run's summary; the agreement of the last label import stays under `annotation`."""
+    if "annotation" not in summary and (annotation := storage.read_text(ANNOTATION_SUMMARY)):
+        summary = {**summary, "annotation": json.loads(annotation)}
     text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
     storage.put_text_atomically(f"runs/{summary['run_started'].replace(':', '')}.json", text)
     storage.put_text_atomically(SUMMARY, text)

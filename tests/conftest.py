@@ -5,6 +5,7 @@ import functools
 import json
 import http.server
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -166,3 +167,19 @@ def av_inputs(media, tmp_path_factory) -> Path:
     with contextlib.redirect_stdout(io.StringIO()):
         assert module.main(["--media", str(media), "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """One real Label Studio for the session (started here, waited for by `.wait()`, so that a test
+    can build its dataset meanwhile). Its document root holds the datasets the tests annotate.
+    Skips only when its environment is missing and cannot be created."""
+    from ls_server import LabelStudio, ensure_environment
+
+    try:
+        command = ensure_environment(ROOT)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"no Label Studio environment, and it could not be created: {exc}")
+    server = LabelStudio(command, tmp_path_factory.mktemp("ls-root"), tmp_path_factory.mktemp("ls-data"))
+    yield server
+    server.stop()

@@ -26,7 +26,8 @@ def test_the_segment_schema_only_adds_fields_to_the_contract():
         assert ours["properties"][name] == definition, name
     assert {k: v for k, v in ours.items() if k not in ("properties", "description")} == \
         {k: v for k, v in contract.items() if k not in ("properties", "description")}
-    assert set(ours["properties"]) - set(contract["properties"]) == {"segment", "frames_analysed", "transcript_suspect", "overlap_s", "custom"}
+    assert set(ours["properties"]) - set(contract["properties"]) == {
+        "segment", "frames_analysed", "transcript_suspect", "overlap_s", "custom", "labels", "label", "label_agreement"}
 
 
 def test_stage_sub_schemas_go_under_custom_and_change_nothing_else():
