@@ -49,6 +49,7 @@ chromium:
 demo: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/$(VENV)/prefect-home $(BIN)/modalink build $(DEMO_MEDIA) --out $(DEMO_OUT) --asr whisper --asr-model tiny.en --language en-US
 	$(BIN)/modalink validate $(DEMO_OUT)
+	$(BIN)/modalink annotate $(DEMO_OUT) --to label-studio
 	@echo "first records of $(DEMO_OUT)/manifest.jsonl:" && head -n 2 $(DEMO_OUT)/manifest.jsonl
 
 test: $(STAMP) $(LS_STAMP) chromium
