@@ -110,10 +110,15 @@ def pre_label(record: dict[str, Any], classes: list[str]) -> dict[str, Any] | No
     """The pre-label of `custom.expressions` on the configured classes: scores (fer's classes mapped
     to MELD's), the top class, its margin over the second, the model's version; None without one."""
     expressions = (record.get("custom") or {}).get("expressions")
-    if not isinstance(expressions, dict) or not isinstance(expressions.get("mean"), dict):
+    if not isinstance(expressions, dict):
+        return None
+    mean = expressions.get("mean")
+    if isinstance(mean, list):  # the expressions stage's record: scores in the order of its `classes`
+        mean = dict(zip(expressions.get("classes") or [], mean))
+    if not isinstance(mean, dict):
         return None
     scores: dict[str, float] = {}
-    for name, score in expressions["mean"].items():
+    for name, score in mean.items():
         mapped = FER_TO_MELD.get(name, name)
         if mapped in classes and isinstance(score, (int, float)):
             scores[mapped] = scores.get(mapped, 0.0) + float(score)

@@ -35,10 +35,19 @@ def with_prelabels(dataset):
               {"angry": 0.70, "neutral": 0.10, "sad": 0.1, "happy": 0.05, "surprise": 0.03, "fear": 0.01, "disgust": 0.01},
               None,
               {"neutral": 0.55, "sad": 0.35, "happy": 0.05, "angry": 0.02, "surprise": 0.01, "fear": 0.01, "disgust": 0.01}]
+    from tasks.expressions import CLASSES, model_version
+
     lines = read_jsonl(dataset / "manifest.jsonl")
     for line, mean in zip(lines, scores):
+        custom = line.setdefault("custom", {})
         if mean:
-            line.setdefault("custom", {})["expressions"] = {"mean": mean, "model": {"name": "fer", "version": "25.10.3"}}
+            ranked = sorted(mean.values(), reverse=True)
+            top = max(mean, key=mean.get)
+            custom["expressions"] = {"model": model_version(), "classes": list(CLASSES), "frames": [],
+                                     "mean": [mean[c] for c in CLASSES], "top": top,
+                                     "margin": round(ranked[0] - ranked[1], 4)}
+        else:
+            custom.pop("expressions", None)
     (dataset / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return lines
 
@@ -64,6 +73,25 @@ def test_fer_classes_map_to_meld_and_the_margin_is_top_minus_second():
     assert found == {"scores": {"joy": 0.5, "sadness": 0.3, "anger": 0.2}, "top": "joy", "score": 0.5,
                      "margin": 0.2, "model_version": "fer 25.10.3"}
     assert pre_label({"custom": {}}, list(MELD_CLASSES)) is None
+
+
+def test_the_expressions_stages_record_is_read_in_its_class_order(media, tmp_path):
+    """The stage's own record (scores in the order of its `classes`) on a real face."""
+    from modalink.config import FaceConfig
+    from modalink.records import Segment
+    from modalink.stages import plain
+    from tasks.acquire import local_video
+    from tasks.expressions import score_faces, speaker_boxes
+    from tasks.faces import detect_faces_in_segments
+    from tasks.probe import probe
+
+    video = local_video(media / "face_nospeech_liveportrait_d18.mp4")
+    info = probe(video.path)
+    found, = detect_faces_in_segments(video, info, [Segment(video.video_id, 0, 0, 2.3, 3.0)], FaceConfig(fps=4))
+    expressions, = score_faces(video.path, (info.width, info.height), [speaker_boxes(found.faces, found.active)])
+    label = pre_label({"custom": {"expressions": plain(expressions)}}, list(MELD_CLASSES))
+    assert label["top"] == "surprise" and label["model_version"] == expressions.model  # the "O" mouth
+    assert label["scores"]["joy"] == expressions.mean[expressions.classes.index("happy")]
 
 
 def test_arabic_transcripts_are_right_to_left_in_the_config():
@@ -107,7 +135,9 @@ def test_round_trip_through_label_studio(label_studio, grid_dataset, media, caps
     # the segment without a pre-label first (margin 0), then the uncertain joy/neutral (0.02), ...
     margins = [t["data"]["prelabel_margin"] for t in tasks]
     assert margins == [None, 0.02, 0.2, 0.6]
-    assert tasks[1]["predictions"] == [{"model_version": "fer 25.10.3", "score": 0.4, "result": [
+    from tasks.expressions import model_version
+
+    assert tasks[1]["predictions"] == [{"model_version": model_version(), "score": 0.4, "result": [
         {"from_name": "emotion", "to_name": "video", "type": "choices", "value": {"choices": ["joy"]}}]}]
     by_id = {line["segment_id"]: line for line in prelabelled}
     assert tasks[0]["data"]["video"] == "/data/local-files/?d=grid/" + by_id[tasks[0]["data"]["segment_id"]]["video_clip"]
