@@ -179,11 +179,32 @@ def machine() -> str:
     return f"{cpu}, {usable_cores()} usable cores, Python {platform.python_version()}"
 
 
+def fps_sweep(folder: Path, rates: list[float]) -> list[str]:
+    """The chosen track and its score on every pipeline segment of the voice-over, side-by-side and GRID
+    inputs, for each `speaker_face.fps` (MTCNN, other options at their defaults, nothing dropped)."""
+    inputs = [folder / "voice_over.mp4", folder / "side_by_side.mp4", *(MEDIA / name for name in GRID)]
+    lines = ["| fps | input | segment | decision | track | score |", "|---|---|---|---|---|---|"]
+    for fps in rates:
+        options = SpeakerFaceConfig(fps=fps, max_frames=int(15 * fps), off_screen="keep")
+        for path in inputs:
+            segments = pipeline_segments(local_video(path))
+            _, _, results, _ = run_stage(path, [(s.start, s.end) for s in segments], "mtcnn", options)
+            for segment, result in zip(segments, results):
+                if isinstance(result, SpeakerFace):
+                    lines.append(f"| {fps:g} | {path.name} | {segment.start:.2f}-{segment.end:.2f} | {result.decision} | "
+                                 f"{result.track} | {result.score} |")
+    return lines
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--fps", type=float, nargs="+", help="only the sweep of speaker_face.fps (a Markdown table)")
     args = ap.parse_args(argv)
     folder = av_inputs()
+    if args.fps:
+        print("\n".join(fps_sweep(folder, args.fps)))
+        return 0
     results = {"machine": machine(), "detectors": detectors(folder)}
     for detector in ("mtcnn", "yuface"):
         results[f"speaking_face[{detector}]"] = speaking_face(folder, detector)

@@ -96,7 +96,7 @@ def run(methods: list[str], av: Path, media: Path) -> dict:
         turns = json.loads((av / "conversation.turns.json").read_text())
         truth = grid_speech_span(media)
         for method in methods:
-            config = dataclasses.replace(SpeakerConfig(), method=method)
+            config = dataclasses.replace(SPEAKERS, method=method)
             load_speaker_model(config)
             split = {}
             seconds = 0.0
@@ -124,6 +124,9 @@ def run(methods: list[str], av: Path, media: Path) -> dict:
     return results
 
 
+SPEAKERS = SpeakerConfig()  # the defaults, or what --set gives
+
+
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "bench"))
     import make_av_inputs
@@ -133,7 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--av", type=Path, default=None, help="make_av_inputs output (default: its cache, built if needed)")
     ap.add_argument("--media", type=Path, default=ROOT / "media")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="speakers.OPTION=VALUE",
+                    help="another value of a speakers option, e.g. speakers.embedding_hop_s=0.5")
     args = ap.parse_args(argv)
+    global SPEAKERS
+    from modalink.config import Config, deep_update, parse_override
+
+    overrides: dict = {}
+    for item in args.set:
+        deep_update(overrides, parse_override(item))
+    SPEAKERS = Config.load(overrides=overrides).speakers
     av = args.av or make_av_inputs.default_out()
     if args.av is None:
         make_av_inputs.main(["--media", str(args.media), "--out", str(av)])

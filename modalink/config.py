@@ -137,7 +137,7 @@ class SpeakerConfig(Section):
 
 @dataclass(frozen=True)
 class FaceConfig(Section):
-    detector: str = "mtcnn"  # mtcnn | yuface (libfacedetection; QUALITY-faces.md compares them)
+    detector: str = "mtcnn"  # mtcnn | yuface (libfacedetection; QUALITY.md compares them)
     fps: float = 1.0  # frames sampled per second inside a segment
     max_frames: int = 10  # only the first N sampled frames are analysed
     scale: float = 0.5  # frames are downscaled by this factor before detection

@@ -32,6 +32,7 @@ import numpy as np
 
 from modalink.config import ConfigError, SpeakerConfig
 from modalink.records import Segment, Span, Video
+from modalink.timing import usable_cores
 from modalink.wav import read_span
 from tasks import overlap
 from tasks.audio import ExtractedAudio
@@ -254,27 +255,40 @@ class SpeakerSplit:
     overlap_dropped: int = 0  # cut: parts between overlap spans shorter than vad.min_segment_s, dropped
 
 
-def speaker_split(video_id: str, wav_path: str, spans: tuple[Span, ...], config: SpeakerConfig,
-                  min_segment_s: float = 0.5) -> SpeakerSplit:
+def split_span(video_id: str, wav_path: str, i: int, span: Span, config: SpeakerConfig,
+               min_segment_s: float) -> SpeakerSplit:
+    """The turns of speech segment `i`, its overlapped pieces and the short parts an overlap cut left."""
     segments: list[Segment] = []
     overlapped = dropped = 0
-    for i, span in enumerate(spans):
-        found = span_overlaps(wav_path, span, config)
-        parts = [(span.start, span.end)]
-        if config.overlap == "cut" and found:
-            parts, short = overlap.cut_out(span.start, span.end, found, min_segment_s)
-            overlapped, dropped = overlapped + 1, dropped + short
-        pieces = []
-        for start, end in parts:
-            samples, rate = read_samples(wav_path, Span(start, end))
-            cuts = [round(start + c, 3) for c in speaker_change_cuts(samples, rate, config)]
-            pieces.extend(zip([start, *cuts], [*cuts, end]))
-        for j, (start, end) in enumerate(pieces):
-            piece = Segment(video_id, i, j, start, end)
-            if config.overlap == "flag" and (seconds := overlap.overlapped_seconds(start, end, found)) > 0:
-                piece, overlapped = replace(piece, overlap_s=seconds), overlapped + 1
-            segments.append(piece)
+    found = span_overlaps(wav_path, span, config)
+    parts = [(span.start, span.end)]
+    if config.overlap == "cut" and found:
+        parts, short = overlap.cut_out(span.start, span.end, found, min_segment_s)
+        overlapped, dropped = overlapped + 1, dropped + short
+    pieces = []
+    for start, end in parts:
+        samples, rate = read_samples(wav_path, Span(start, end))
+        cuts = [round(start + c, 3) for c in speaker_change_cuts(samples, rate, config)]
+        pieces.extend(zip([start, *cuts], [*cuts, end]))
+    for j, (start, end) in enumerate(pieces):
+        piece = Segment(video_id, i, j, start, end)
+        if config.overlap == "flag" and (seconds := overlap.overlapped_seconds(start, end, found)) > 0:
+            piece, overlapped = replace(piece, overlap_s=seconds), overlapped + 1
+        segments.append(piece)
     return SpeakerSplit(segments, overlapped, dropped)
+
+
+def speaker_split(video_id: str, wav_path: str, spans: tuple[Span, ...], config: SpeakerConfig,
+                  min_segment_s: float = 0.5) -> SpeakerSplit:
+    """Every speech segment's turns, the segments split on a thread per usable core (the models run
+    one thread each, so the result is the same whatever the number of cores)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="modalink-speakers") as pool:
+        found = list(pool.map(lambda k: split_span(video_id, wav_path, k, spans[k], config, min_segment_s),
+                              range(len(spans))))
+    return SpeakerSplit([s for split in found for s in split.segments], sum(s.overlapped for s in found),
+                        sum(s.overlap_dropped for s in found))
 
 
 def split_speakers(video_id: str, wav_path: str, spans: tuple[Span, ...], config: SpeakerConfig,
