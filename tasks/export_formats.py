@@ -231,7 +231,7 @@ class LhotseExport(BuiltExporter):
             recordings.append({"id": segment_id, "sources": [{"type": "file", "channels": list(range(channels)),
                                                               "source": record["audio_clip"]}],
                                "sampling_rate": rate, "num_samples": samples, "duration": duration,
-                               "channel_ids": list(range(channels)), "custom": {"split": splits[segment_id]}})
+                               "channel_ids": list(range(channels))})
             custom = {"split": splits[segment_id], "video_id": record["video_id"], "source_start": record["start"],
                       "source_end": record["end"], "video_clip": record["video_clip"], "frame": record["frame"],
                       "face": record.get("active_face"), "prelabel": pre_label(record),
