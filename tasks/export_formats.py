@@ -154,10 +154,9 @@ class HuggingFaceExport(BuiltExporter):
     order = 210
 
     def available(self) -> str | None:
-        try:
-            import datasets  # noqa: F401
-            import pyarrow  # noqa: F401
-        except ImportError:
+        from importlib.util import find_spec  # not imported here: an up-to-date run need not load them
+
+        if find_spec("datasets") is None or find_spec("pyarrow") is None:
             return "needs pyarrow and datasets (pip install 'modalink[exports]')"
         return None
 
