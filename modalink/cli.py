@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--sentiment", action="store_true", help="also ask for sentiment (positive/neutral/negative)")
     annotate.add_argument("--valence-arousal", choices=["rating", "number"],
                           help="also ask for valence and arousal, 1 to 9, as stars or as numbers")
+    export = commands.add_parser("export", help="(re)write a dataset's exports (WebDataset, Hugging Face, lhotse, "
+                                 "MELD CSV, dataset card) that are missing or stale")
+    export.add_argument("dataset", help="dataset folder (or s3://bucket/prefix)")
+    export.add_argument("--only", nargs="+", metavar="NAME", help="only these exports (see the names it prints)")
+    export.add_argument("--force", action="store_true", help="rewrite them even when they are current")
+    export.add_argument("--config", help="TOML or YAML file (its [export] section); default: the last run's config")
+    export.add_argument("--set", action="append", default=[], metavar="export.OPTION=VALUE",
+                        help="override an option, e.g. --set export.split_seed=7 (repeatable)")
     stages = commands.add_parser("stages", help="list the registered segment stages in the order they run")
     stages.add_argument("--json", action="store_true", help="one JSON object per stage")
     return parser
@@ -182,6 +190,36 @@ def run_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if not problems else EXIT_SOME_FAILED
 
 
+def run_export(args: argparse.Namespace) -> int:
+    """The exports of an existing dataset from its published records, under the last run's config
+    (run_summary.json) with --config and --set on top."""
+    from modalink.config import Config, deep_update, parse_override, read_config_file
+    from modalink.exports import exporters
+    from modalink.stages import discover
+    from modalink.storage import open_storage
+    from tasks.publish import merged_records_as_published, published_config, rewrite_exports
+
+    discover()
+    dataset = args.dataset if "://" in args.dataset else str(Path(args.dataset).expanduser())
+    storage = open_storage(dataset)
+    if storage.read_text("manifest.jsonl") is None:
+        raise UsageError(f"no manifest.jsonl in {dataset}")
+    known = [exporter.name for exporter in exporters()]
+    if args.only and (unknown := [name for name in args.only if name not in known]):
+        raise UsageError(f"--only: no export named {', '.join(unknown)} (known: {', '.join(known)})")
+    config = published_config(storage) or {}
+    config = {name: options for name, options in config.items() if name in Config().sections()}
+    if args.config:
+        deep_update(config, read_config_file(Path(args.config)))
+    for item in args.set:
+        deep_update(config, parse_override(item))
+    config = Config.load(overrides=config).to_dict()
+    for name, rewritten, seconds in rewrite_exports(storage, merged_records_as_published(storage, config),
+                                                   args.only, args.force):
+        print(f"  {name:16} {'written' if rewritten else 'current'} ({seconds:.2f} s)", file=sys.stderr)
+    return EXIT_OK
+
+
 def run_stages_command(args: argparse.Namespace) -> int:
     from modalink.stages import segment_stages
 
@@ -251,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_build(args, server)
         if args.command == "annotate":
             return run_annotate(args)
+        if args.command == "export":
+            return run_export(args)
         return run_validate(args) if args.command == "validate" else run_stages_command(args)
     except (UsageError, ConfigError) as exc:
         print(f"modalink: error: {exc}", file=sys.stderr)

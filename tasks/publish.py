@@ -39,16 +39,17 @@ def merged_lines(existing: list[dict[str, Any]], key: str, replaced_videos: set[
     return list(by_key.values())
 
 
-def merged_records(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord]) -> DatasetRecords:
-    """The dataset's published records with this run's in place of its videos' earlier ones.
-    Raises ValueError when a published record file does not parse."""
+def merged_records(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord],
+                   config: dict[str, Any] | None = None) -> DatasetRecords:
+    """The dataset's published records with this run's in place of its videos' earlier ones (and the
+    run's config, for the exports' options). Raises ValueError when a published record file does not parse."""
     processed = {v.video_id for v in videos}
     manifest = merged_lines(parse_jsonl(storage.read_text(MANIFEST)), "segment_id", processed,
                             (r.to_dict() for r in segments))
     manifest.sort(key=lambda r: (r["video_id"], r["start"]))
     video_lines = merged_lines(parse_jsonl(storage.read_text(VIDEOS)), "video_id", processed,
                                (v.to_dict() for v in videos))
-    return DatasetRecords(manifest, video_lines, frozenset(processed))
+    return DatasetRecords(manifest, video_lines, frozenset(processed), config)
 
 
 def publish_media(storage: DatasetStorage, segments: list[SegmentRecord]) -> None:
@@ -66,14 +67,31 @@ def publish_media(storage: DatasetStorage, segments: list[SegmentRecord]) -> Non
                 raise FileNotFoundError(f"{record['segment_id']}: {field} {record[field]} was not written")
 
 
-def publish_records(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord]) -> tuple[int, int]:
+def publish_records(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord],
+                    config: dict[str, Any] | None = None) -> tuple[int, int]:
     """Media first, then every export in order (manifest.jsonl last). Returns the line counts of
     manifest.jsonl and videos.jsonl."""
     publish_media(storage, segments)
-    records = merged_records(storage, segments, videos)
+    records = merged_records(storage, segments, videos, config)
     for exporter in exporters():
         exporter.write(storage, records)
     return len(records.segments), len(records.videos)
+
+
+def rewrite_exports(storage: DatasetStorage, records: DatasetRecords, only: Iterable[str] | None = None,
+                    force: bool = False) -> list[tuple[str, bool, float]]:
+    """Write the exports (those named in `only`, else all) that are missing or stale, or all of them
+    with `force`, in order. Returns (name, rewritten, seconds) for each."""
+    done = []
+    for exporter in exporters():
+        if only is not None and exporter.name not in only:
+            continue
+        started = time.perf_counter()
+        rewritten = force or not exporter.is_current(storage, records)
+        if rewritten:
+            exporter.write(storage, records)
+        done.append((exporter.name, rewritten, time.perf_counter() - started))
+    return done
 
 
 def jsonl(lines: list[dict[str, Any]]) -> str:
@@ -88,9 +106,21 @@ class VideosExport(Exporter):
         return {VIDEOS: jsonl(records.videos)}
 
 
-def merged_records_as_published(storage: DatasetStorage) -> DatasetRecords:
-    """The dataset's published records as they are (no run's records merged in)."""
-    return DatasetRecords(parse_jsonl(storage.read_text(MANIFEST)), parse_jsonl(storage.read_text(VIDEOS)))
+def merged_records_as_published(storage: DatasetStorage, config: dict[str, Any] | None = None) -> DatasetRecords:
+    """The dataset's published records as they are (no run's records merged in), with `config`, or
+    else the last run's config (run_summary.json), for the exports' options."""
+    if config is None:
+        config = published_config(storage)
+    return DatasetRecords(parse_jsonl(storage.read_text(MANIFEST)), parse_jsonl(storage.read_text(VIDEOS)),
+                          config=config)
+
+
+def published_config(storage: DatasetStorage) -> dict[str, Any] | None:
+    """The config of the dataset's last run (run_summary.json), None when there is none."""
+    try:
+        return json.loads(storage.read_text(SUMMARY) or "null").get("config")
+    except (ValueError, AttributeError):
+        return None
 
 
 @register_exporter
@@ -127,10 +157,11 @@ def write_summary(storage: DatasetStorage, summary: dict[str, Any]) -> None:
 
 
 @task(name="publish-records", cache_policy=NO_CACHE)
-def publish_records_task(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord]) -> tuple[int, int]:
+def publish_records_task(storage: DatasetStorage, segments: list[SegmentRecord], videos: list[VideoRecord],
+                         config: dict[str, Any] | None = None) -> tuple[int, int]:
     """Retried (run.retries) by the flow when the storage does not answer; publishing again is harmless."""
     with timed("records"):
-        return publish_records(storage, segments, videos)
+        return publish_records(storage, segments, videos, config)
 
 
 @task(name="write-summary", cache_policy=NO_CACHE)

@@ -26,6 +26,7 @@ READERS = {
     "speaker_face": {"speaker_face"},
     "expressions": {"expressions"},
     "voice": {"voice"},
+    "export": set(),  # the exports' options (splits, shards): no step reads them, and no finished video's key
 }
 discover()  # every stage's section (speaker_face's among them) before the configs below are made
 VIDEO = Video("v-1234abcd", "v.mp4", "/data/v.mp4", "1234abcd")

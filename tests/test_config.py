@@ -71,6 +71,10 @@ def flat_options(options: dict, prefix: str):
 def test_readme_documents_every_option_with_its_default():
     from pathlib import Path
 
+    from modalink.stages import discover
+
+    discover()  # the registered sections too ([voice], [export], ...), also when this file runs alone
+
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for section, options in Config().to_dict().items():
         for option, default in flat_options(options, f"{section}."):
