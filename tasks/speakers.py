@@ -42,7 +42,7 @@ MFCC_HOP_S = 0.010
 MFCC_WINDOW_S = 0.025
 CAMPPLUS_PATH = Path(__file__).resolve().parents[1] / "models" / "campplus.onnx"
 EMBEDDING_RATE = 16000  # CAM++ and its fbank work at 16 kHz
-EMBEDDING_BATCH = 64  # windows per onnxruntime call
+EMBEDDING_BATCH = 8  # windows per onnxruntime call (64 needed about 400 MiB more at the peak: BENCHMARKS.md)
 SMOOTH_FRAMES = 3  # the pause search looks at the energy of 30 ms (three 10 ms frames)
 
 _sessions: dict[int, object] = {}
