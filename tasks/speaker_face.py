@@ -58,7 +58,7 @@ class SpeakerFaceConfig(Section):
     min_score: float = 0.0  # the best track needs a score above this; otherwise the voice is off screen
     min_margin: float = 0.2  # the choice is confident when it leads the second track by this much
     min_pairs: int = 4  # fewer consecutive frame pairs in a segment: the cue cannot decide
-    off_screen: str = "drop"  # drop | keep: a segment whose voice belongs to no face on screen
+    off_screen: str = "keep"  # keep (flagged) | drop: a segment whose voice belongs to no face on screen (QUALITY.md)
 
     def problems(self) -> list[str]:
         return [message for ok, message in [

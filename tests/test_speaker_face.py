@@ -116,9 +116,9 @@ def test_the_speaking_face_is_chosen_side_by_side(av_inputs, soundtracks):
 def test_a_voice_over_is_dropped_or_kept_as_configured(av_inputs, soundtracks):
     speech = json.loads((av_inputs / "voice_over.json").read_text())["speech"]
     spans = [(speech["start"], 5.0), (5.0, speech["end"])]
-    _, dropped = stage_on(av_inputs / "voice_over.mp4", spans, soundtracks)
+    _, dropped = stage_on(av_inputs / "voice_over.mp4", spans, soundtracks, SpeakerFaceConfig(off_screen="drop"))
     assert dropped == [Drop(DROP_OFF_SCREEN)] * 2
-    _, kept = stage_on(av_inputs / "voice_over.mp4", spans, soundtracks, SpeakerFaceConfig(off_screen="keep"))
+    _, kept = stage_on(av_inputs / "voice_over.mp4", spans, soundtracks)
     assert all(r.decision == "off_screen" and r.score is None for r in kept)
 
 
@@ -144,12 +144,12 @@ def test_the_record_carries_the_choice_and_validates(av_inputs, soundtracks):
 
 def test_the_flow_on_side_by_side_and_voice_over(prefect_server, av_inputs, tmp_path):
     """build_dataset with whisper tiny.en: the side-by-side segments get the speaking face when VAD cuts
-    them at the turns; the voice-over is dropped as speaker_off_screen."""
+    them at the turns; the voice-over is dropped as speaker_off_screen (with off_screen = drop)."""
     from flows.build import build_dataset
 
     doc = json.loads((av_inputs / "side_by_side.turns.json").read_text())
     summary = build_dataset([str(av_inputs / "side_by_side.mp4"), str(av_inputs / "voice_over.mp4")], str(tmp_path),
-                            WHISPER)
+                            {**WHISPER, "speaker_face": {"off_screen": "drop"}})
     assert summary["videos"]["ok"] == 2
     records = read_jsonl(tmp_path / "manifest.jsonl")
     assert records and schema_errors(records) == []
