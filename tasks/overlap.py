@@ -23,12 +23,11 @@ last three classes are two speakers at once. Here:
 """
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 
-from modalink.config import ConfigError
+from modalink.onnx import onnx_session
 
 MODEL_PATH = Path(__file__).resolve().parents[1] / "models" / "segmentation-3.0.onnx"
 RATE = 16000
@@ -42,24 +41,9 @@ CONTEXT_S = 2.5  # soundtrack given on each side of a segment of 10 s or more
 MERGE_GAP_S = 0.1  # overlap runs closer than this are one span
 BATCH = 8  # windows per onnxruntime call
 
-_sessions: dict[int, object] = {}
-_session_lock = threading.Lock()
-
-
 def overlap_model(threads: int = 1):
     """The segmentation-3.0 onnxruntime session, loaded once per process and thread count (thread-safe)."""
-    with _session_lock:
-        if threads not in _sessions:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            try:
-                _sessions[threads] = ort.InferenceSession(str(MODEL_PATH), options, providers=["CPUExecutionProvider"])
-            except Exception as exc:  # noqa: BLE001 - a missing or damaged model file
-                raise ConfigError(f"cannot load the overlap model {MODEL_PATH}: {exc}") from None
-        return _sessions[threads]
+    return onnx_session(MODEL_PATH, threads, "overlap model")
 
 
 def window_starts(n_samples: int) -> list[int]:

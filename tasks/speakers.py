@@ -24,13 +24,13 @@ split runs on each part; "off" does not look.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from modalink.config import ConfigError, SpeakerConfig
+from modalink.config import SpeakerConfig
+from modalink.onnx import onnx_session
 from modalink.records import Segment, Span, Video
 from modalink.timing import usable_cores
 from modalink.wav import read_span
@@ -45,8 +45,6 @@ EMBEDDING_RATE = 16000  # CAM++ and its fbank work at 16 kHz
 EMBEDDING_BATCH = 8  # windows per onnxruntime call (64 needed about 400 MiB more at the peak: BENCHMARKS.md)
 SMOOTH_FRAMES = 3  # the pause search looks at the energy of 30 ms (three 10 ms frames)
 
-_sessions: dict[int, object] = {}
-_session_lock = threading.Lock()
 
 
 def load_mfcc() -> None:
@@ -91,19 +89,7 @@ def mfcc_cuts(samples: np.ndarray, sample_rate: int, config: SpeakerConfig) -> l
 
 def speaker_model(threads: int = 1):
     """The CAM++ onnxruntime session, loaded once per process and thread count (thread-safe)."""
-    with _session_lock:
-        if threads not in _sessions:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            try:
-                _sessions[threads] = ort.InferenceSession(str(CAMPPLUS_PATH), options,
-                                                          providers=["CPUExecutionProvider"])
-            except Exception as exc:  # noqa: BLE001 - a missing or damaged model file
-                raise ConfigError(f"cannot load the speaker model {CAMPPLUS_PATH}: {exc}") from None
-        return _sessions[threads]
+    return onnx_session(CAMPPLUS_PATH, threads, "speaker model")
 
 
 def load_speaker_model(config: SpeakerConfig) -> None:
