@@ -10,12 +10,14 @@ drops a segment.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any, Sequence
 
 from prefect.futures import PrefectFuture
 
 from modalink.config import Config
+from modalink.progress import Progress
 from modalink.records import DROP_ERROR, MediaInfo, Segment, SegmentRecord, Video
 from modalink.stages import Drop, SegmentInput, SegmentStage
 from tasks.base import stage_task
@@ -29,6 +31,17 @@ def outcome(future: PrefectFuture) -> tuple[Any, BaseException | None]:
         return future.state.result(), None
     except BaseException as exc:  # noqa: BLE001 - the flow decides what a failure means
         return None, exc
+
+
+def progress_logger():
+    """The run logger's info (the terminal and the run's logs), or nothing outside a run."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger().info
+    except MissingContextError:
+        return lambda line: None
 
 
 def chunked(items: Sequence[Any], size: int) -> list[list[Any]]:
@@ -76,6 +89,7 @@ class StageRun:
 def run_stages(stages: list[SegmentStage], cfg: Config, errors: ErrorLog, dropped: dict[str, int], video: Video,
                media_info: MediaInfo, soundtrack: str, staging_dir: str, segments: list[Segment]) -> list[SegmentRecord]:
     """The records of the segments that every stage kept, in order; drops are counted in `dropped`."""
+    started = time.monotonic()
     run = StageRun(stages, cfg, errors, dropped)
     per_chunk = [stage for stage in stages if stage.per_chunk]
     per_segment = [stage for stage in stages if not stage.per_chunk]
@@ -112,6 +126,7 @@ def run_stages(stages: list[SegmentStage], cfg: Config, errors: ErrorLog, droppe
             submitted.append((item, futures))
 
     records = []
+    progress = Progress(video.video_id, len(submitted), progress_logger(), started=started) if len(submitted) > 1 else None
     for item, futures in submitted:
         fields: dict[str, Any] = {}
         for stage in per_chunk:
@@ -134,4 +149,6 @@ def run_stages(stages: list[SegmentStage], cfg: Config, errors: ErrorLog, droppe
             run.record_fields(stage, result, fields)
         else:
             records.append(SegmentRecord.build(video, item.segment, fields))
+        if progress:  # once the segment's stages are done, kept or dropped
+            progress.step()
     return records

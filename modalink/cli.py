@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--config", help="TOML or YAML file (its [export] section); default: the last run's config")
     export.add_argument("--set", action="append", default=[], metavar="export.OPTION=VALUE",
                         help="override an option, e.g. --set export.split_seed=7 (repeatable)")
+    report = commands.add_parser("report", help="(re)write DIR/report.html, a page to look at the dataset, "
+                                 "and print its path")
+    report.add_argument("dataset", help="dataset folder (or s3://bucket/prefix)")
     stages = commands.add_parser("stages", help="list the registered segment stages in the order they run")
     stages.add_argument("--json", action="store_true", help="one JSON object per stage")
     return parser
@@ -220,6 +223,23 @@ def run_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_report(args: argparse.Namespace) -> int:
+    """DIR/report.html from the published records (tasks/report.py), rewritten whether or not it is current."""
+    from modalink.stages import discover
+    from modalink.storage import LocalStorage, open_storage
+    from tasks.publish import merged_records_as_published, rewrite_exports
+    from tasks.report import REPORT
+
+    discover()
+    dataset = args.dataset if "://" in args.dataset else str(Path(args.dataset).expanduser())
+    storage = open_storage(dataset)
+    if storage.read_text("manifest.jsonl") is None:
+        raise UsageError(f"no manifest.jsonl in {dataset}")
+    rewrite_exports(storage, merged_records_as_published(storage), [REPORT], force=True)
+    print(storage.root / REPORT if isinstance(storage, LocalStorage) else f"{dataset.rstrip('/')}/{REPORT}")
+    return EXIT_OK
+
+
 def run_stages_command(args: argparse.Namespace) -> int:
     from modalink.stages import segment_stages
 
@@ -291,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_annotate(args)
         if args.command == "export":
             return run_export(args)
+        if args.command == "report":
+            return run_report(args)
         return run_validate(args) if args.command == "validate" else run_stages_command(args)
     except (UsageError, ConfigError) as exc:
         print(f"modalink: error: {exc}", file=sys.stderr)

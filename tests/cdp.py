@@ -56,6 +56,7 @@ class Chromium:
             time.sleep(0.2)
         self.ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=60, suppress_origin=True)
         self.ids = itertools.count(1)
+        self.events: list[dict] = []  # every event the browser sent (console messages, log entries, ...)
         for domain in ("Page", "Network", "Runtime"):
             self.send(f"{domain}.enable")
 
@@ -64,6 +65,8 @@ class Chromium:
         self.ws.send(json.dumps({"id": number, "method": method, "params": params}))
         while True:
             message = json.loads(self.ws.recv())
+            if "method" in message and "id" not in message:
+                self.events.append(message)
             if message.get("id") == number:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
@@ -85,8 +88,9 @@ class Chromium:
                 raise TimeoutError(f"the page never met: {expression}")
             time.sleep(0.25)
 
-    def screenshot(self, path: Path) -> Path:
-        path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot", format="png")["data"]))
+    def screenshot(self, path: Path, full_page: bool = False) -> Path:
+        shot = self.send("Page.captureScreenshot", format="png", captureBeyondViewport=full_page)
+        path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
     def close(self) -> None:

@@ -192,7 +192,7 @@ def test_stale_exports_are_found_and_rewritten(dataset, tmp_path):
     assert stale(records) == []
     (copy / "webdataset" / "modalink-000001.tar").unlink()
     (copy / "labels.jsonl").write_text("")  # the labels withdrawn
-    assert stale(records) == ["webdataset", "hf", "lhotse", "meld.csv", "manifest.jsonl"]
+    assert stale(records) == ["webdataset", "hf", "lhotse", "meld.csv", "report.html", "manifest.jsonl"]
     rewrite_exports(storage, records)
     assert stale(records) == []
     other = merged_records_as_published(storage, {**WHISPER, "export": {"split_seed": 12345}})
