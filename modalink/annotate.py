@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
+from modalink.exports import LABELS
 from modalink.records import parse_jsonl, to_json_line
 from modalink.storage import DatasetStorage, LocalStorage, open_storage
 
 MANIFEST = "manifest.jsonl"
-LABELS = "labels.jsonl"
 SETTINGS = "annotation.json"
 SUMMARY = "annotation_summary.json"
 RUN_SUMMARY = "run_summary.json"

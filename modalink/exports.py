@@ -200,6 +200,21 @@ class BuiltExporter(Exporter):
             shutil.rmtree(work, ignore_errors=True)
 
 
+class LabelledExporter(Exporter):
+    """An exporter whose files also show the annotators' labels: `render` gets labels.jsonl's text."""
+
+    def render(self, records: DatasetRecords, labels: str | None = None) -> dict[str, str]:
+        raise NotImplementedError
+
+    def write(self, storage: DatasetStorage, records: DatasetRecords) -> None:
+        for key, text in self.render(records, storage.read_text(LABELS)).items():
+            storage.put_text_atomically(key, text)
+
+    def is_current(self, storage: DatasetStorage, records: DatasetRecords) -> bool:
+        return all(storage.read_text(key) == text
+                   for key, text in self.render(records, storage.read_text(LABELS)).items())
+
+
 _exporters: dict[str, Exporter] = {}
 
 

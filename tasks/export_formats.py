@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from modalink.annotate import FER_TO_MELD, MELD_CLASSES, SENTIMENTS, Settings
-from modalink.exports import BuiltExporter, DatasetRecords, Exporter, labelled, media_file, register_exporter
+from modalink.exports import BuiltExporter, DatasetRecords, LabelledExporter, labelled, media_file, register_exporter
 from modalink.splits import SPLITS
 from modalink.storage import DatasetStorage
 
@@ -260,7 +260,7 @@ def meld_time(seconds: float) -> str:
 
 
 @register_exporter
-class MeldExport(Exporter):
+class MeldExport(LabelledExporter):
     """meld.csv: one row per segment in MELD's columns (Dialogue_ID: the video, numbered in the
     manifest's order; Utterance_ID: the segment inside it; Season and Episode empty; Emotion and
     Sentiment the annotators' majority, empty without labels), then its split and files."""
@@ -292,11 +292,3 @@ class MeldExport(Exporter):
                              "" if record.get("label_agreement") is None else record["label_agreement"],
                              record.get("language") or ""))
         return {MELD: buffer.getvalue()}
-
-    def write(self, storage: DatasetStorage, records: DatasetRecords) -> None:
-        for key, text in self.render(records, storage.read_text("labels.jsonl")).items():
-            storage.put_text_atomically(key, text)
-
-    def is_current(self, storage: DatasetStorage, records: DatasetRecords) -> bool:
-        return all(storage.read_text(key) == text
-                   for key, text in self.render(records, storage.read_text("labels.jsonl")).items())

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from modalink.exports import DatasetRecords, Exporter, exporters, register_exporter
+from modalink.exports import LABELS, DatasetRecords, Exporter, LabelledExporter, exporters, register_exporter
 from modalink.records import MEDIA_FIELDS, SegmentRecord, VideoRecord, parse_jsonl, to_json_line, validate_segment
 from modalink.storage import DatasetStorage
 from modalink.timing import timed
@@ -26,7 +26,6 @@ MANIFEST = "manifest.jsonl"
 VIDEOS = "videos.jsonl"
 SUMMARY = "run_summary.json"
 ERRORS = "errors.log"
-LABELS = "labels.jsonl"  # the annotators' labels, by `modalink annotate --from`
 ANNOTATION_SUMMARY = "annotation_summary.json"
 
 
@@ -124,7 +123,7 @@ def published_config(storage: DatasetStorage) -> dict[str, Any] | None:
 
 
 @register_exporter
-class ManifestExport(Exporter):
+class ManifestExport(LabelledExporter):
     """manifest.jsonl: the segments, with the annotators' labels of labels.jsonl (`modalink annotate
     --from`) merged in as added fields, so that a build keeps them."""
 
@@ -134,14 +133,6 @@ class ManifestExport(Exporter):
         from modalink.annotate import merge_labels
 
         return {MANIFEST: jsonl(merge_labels(records.segments, labels))}
-
-    def write(self, storage: DatasetStorage, records: DatasetRecords) -> None:
-        for key, text in self.render(records, storage.read_text(LABELS)).items():
-            storage.put_text_atomically(key, text)
-
-    def is_current(self, storage: DatasetStorage, records: DatasetRecords) -> bool:
-        return all(storage.read_text(key) == text
-                   for key, text in self.render(records, storage.read_text(LABELS)).items())
 
 
 def write_summary(storage: DatasetStorage, summary: dict[str, Any]) -> None:

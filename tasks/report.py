@@ -11,8 +11,7 @@ import html
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Sequence
 
-from modalink.exports import LABELS, DatasetRecords, Exporter, register_exporter
-from modalink.storage import DatasetStorage
+from modalink.exports import DatasetRecords, LabelledExporter, register_exporter
 
 REPORT = "report.html"
 SAMPLE = 12  # segments with players
@@ -247,7 +246,7 @@ def render_report(records: DatasetRecords, segments: list[dict[str, Any]] | None
 
 
 @register_exporter
-class ReportExport(Exporter):
+class ReportExport(LabelledExporter):
     """report.html, from the segments with the labels of labels.jsonl merged in."""
 
     name, order = REPORT, 950
@@ -256,11 +255,3 @@ class ReportExport(Exporter):
         from modalink.annotate import merge_labels
 
         return {REPORT: render_report(records, merge_labels(records.segments, labels))}
-
-    def write(self, storage: DatasetStorage, records: DatasetRecords) -> None:
-        for key, text in self.render(records, storage.read_text(LABELS)).items():
-            storage.put_text_atomically(key, text)
-
-    def is_current(self, storage: DatasetStorage, records: DatasetRecords) -> bool:
-        return all(storage.read_text(key) == text
-                   for key, text in self.render(records, storage.read_text(LABELS)).items())

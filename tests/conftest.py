@@ -31,6 +31,26 @@ def grid_speech_span(media: Path) -> tuple[float, float]:
     return spoken[0][0], spoken[-1][1]
 
 
+def bench_module(name: str):
+    """A script of bench/ loaded as a module (its measuring functions, reused by the tests)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def speech(path: Path, folder: Path):
+    """(soundtrack path, VAD speech spans) of a media file, with default options."""
+    from modalink.config import AudioConfig, VadConfig
+    from tasks.audio import extract_audio
+    from tasks.vad import detect_speech
+
+    audio = extract_audio(str(path), str(folder / f"{path.name}.wav"), AudioConfig())
+    return audio.path, detect_speech(audio.path, VadConfig()).spans
+
+
 @pytest.fixture(scope="session")
 def media() -> Path:
     assert (MEDIA / "av_grid_bbaf2n.mpg").is_file(), f"test media missing in {MEDIA}"
@@ -156,13 +176,10 @@ def google(google_server):
 def av_inputs(media, tmp_path_factory) -> Path:
     """bench/make_av_inputs.py's inputs (conversation.mp4 and its reference turns, ...), built once per
     session into a temporary folder (about 6 s on a 2-core machine)."""
-    import importlib.util
     import contextlib
     import io
 
-    spec = importlib.util.spec_from_file_location("make_av_inputs", ROOT / "bench" / "make_av_inputs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = bench_module("make_av_inputs")
     out = tmp_path_factory.mktemp("av-inputs")
     with contextlib.redirect_stdout(io.StringIO()):
         assert module.main(["--media", str(media), "--out", str(out)]) == 0

@@ -2,27 +2,17 @@
 input: bench/make_av_inputs.py's overlap.wav (GRID talkers D, B, C, A; B starts 1.0 s before D ends, A 0.8 s
 before C ends, reference spans in overlap.json) and the single-speaker clips. The step functions run on the
 extracted soundtrack and the VAD's segments, not the flow."""
-import importlib.util
 import json
 
 import pytest
 
-from modalink.config import AudioConfig, SpeakerConfig, VadConfig
+from modalink.config import SpeakerConfig
 from tasks import overlap
-from tasks.audio import extract_audio
 from tasks.speakers import speaker_split, span_overlaps
-from tasks.vad import detect_speech
 
-from conftest import ROOT
+from conftest import bench_module, speech
 
-_spec = importlib.util.spec_from_file_location("quality_overlap", ROOT / "bench" / "quality_overlap.py")
-quality = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quality)
-
-
-def speech(path, tmp_path):
-    audio = extract_audio(str(path), str(tmp_path / f"{path.name}.wav"), AudioConfig())
-    return audio.path, detect_speech(audio.path, VadConfig()).spans
+quality = bench_module("quality_overlap")
 
 
 @pytest.fixture(scope="module")

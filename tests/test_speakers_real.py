@@ -1,26 +1,16 @@
 """The speakers step on real inputs: bench/make_av_inputs.py's conversation (four GRID talkers taking turns
 with pauses of 0.06-0.28 s, which the VAD merges, and one talker with two sentences in a row) and the
 single-speaker clips. The step function runs on the extracted soundtrack and the VAD's segments, not the flow."""
-import importlib.util
 import json
 
 import pytest
 
-from modalink.config import AudioConfig, SpeakerConfig, VadConfig
-from tasks.audio import extract_audio
+from modalink.config import SpeakerConfig
 from tasks.speakers import split_speakers
-from tasks.vad import detect_speech
 
-from conftest import ROOT
+from conftest import bench_module, speech
 
-_spec = importlib.util.spec_from_file_location("quality_speakers", ROOT / "bench" / "quality_speakers.py")
-quality = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(quality)
-
-
-def speech(path, tmp_path):
-    audio = extract_audio(str(path), str(tmp_path / f"{path.name}.wav"), AudioConfig())
-    return audio.path, detect_speech(audio.path, VadConfig()).spans
+quality = bench_module("quality_speakers")
 
 
 @pytest.fixture(scope="module")
