@@ -8,7 +8,10 @@ goes on.
 """
 from __future__ import annotations
 
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,18 +20,21 @@ from prefect import flow, get_run_logger, unmapped
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from modalink import timing
+from modalink import lease, timing
 from modalink.config import Config
 from modalink.records import DROP_OVERLAP, DROP_TOO_SHORT, Video, VideoRecord
+from modalink.result_storage import FinishedVideos, result_storage_for
+from modalink.shared_media import SharedMedia, check_shareable, share_soundtrack, share_source
 from modalink.stages import discover, segment_stages
-from modalink.storage import StorageError, open_storage
+from modalink.storage import DatasetStorage, StorageError, open_storage
+from flows.fan_out import fan_out
 from flows.plan import RunPlan, VideoOutcome, failed_video
 from flows.segments import outcome, run_stages
 from tasks.acquire import acquire_task, expand_sources_task, safe_id
 from tasks.audio import extract_audio_task
 from tasks.base import MediaError, configured_retries, load_in_background, one_blas_thread
 from tasks.probe import probe_task
-from tasks.publish import ErrorLog, publish_records_task, write_summary_task
+from tasks.publish import ErrorLog, publish_media, publish_records_task, write_summary_task
 from tasks.speakers import load_speaker_model, split_speakers_task
 from tasks.vad import detect_speech_task
 
@@ -74,9 +80,12 @@ def prepare_stages(cfg: Config) -> None:
 
 
 @flow(name="modalink-video", flow_run_name="video {video.video_id}", persist_result=True)
-def process_video(video: Video, staging_dir: str, config: dict[str, Any]) -> VideoOutcome:
+def process_video(video: Video, out: str, config: dict[str, Any]) -> VideoOutcome:
+    """One video of the dataset at `out`: its segments' records, its media in the staging folder."""
     cfg = Config.from_dict(config)
+    storage = open_storage(out)
     logger = get_run_logger()
+    staging_dir = str(storage.staging_dir())
     errors = ErrorLog(staging_dir)
     info = video.info
     record = VideoRecord(video_id=video.video_id, source=video.source, status="ok", title=info.get("title"),
@@ -98,7 +107,7 @@ def process_video(video: Video, staging_dir: str, config: dict[str, Any]) -> Vid
         errors.add(f"video {video.video_id} ({video.source})", exc)
         logger.warning("%s: %s", video.video_id, exc)
         record.status, record.error = "failed", str(exc)
-        return VideoOutcome(record, errors_logged=errors.count)
+        return VideoOutcome(record, errors_logged=errors.count, error_blocks=errors.blocks)
     record.audio_fallback = audio.fallback
     speech = detect_speech_task(video, audio, cfg.vad)
     split = split_speakers_task(video, audio, speech.spans, cfg.speakers, cfg.vad.min_segment_s)
@@ -109,30 +118,82 @@ def process_video(video: Video, staging_dir: str, config: dict[str, Any]) -> Vid
     record.segments_overlapped = split.overlapped
     logger.info("%s: %d speech segments, %d pieces after speaker split", video.video_id, len(speech.spans), len(segments))
 
+    inputs = None
+    if cfg.run.segments_elsewhere():  # segment tasks read the source and soundtrack from the dataset's storage
+        inputs = share_soundtrack(storage, share_source(storage, out, video.path, video.fingerprint), audio.path)
     kept = run_stages(segment_stages(), cfg, errors, record.segments_dropped, video, media_info, audio.path,
-                      staging_dir, segments)
+                      staging_dir, segments, inputs)
     record.segments_kept = len(kept)
     record.transcription_failed = sum(segment.transcript_status == "failed" for segment in kept)
     record.transcript_suspect = sum(bool(segment.transcript_suspect) for segment in kept)
     logger.info("%s: kept %d of %d segments (dropped: %s)", video.video_id, record.segments_kept,
                 record.segments_found + speech.too_short + split.overlap_dropped, record.segments_dropped)
-    return VideoOutcome(record, kept, errors.count)
+    return VideoOutcome(record, kept, errors.count, errors.blocks)
 
 
-def run_video(video_flow, acquired: PrefectFuture, staging_dir: Path, plan: RunPlan):
+@flow(name="modalink-video-worker", flow_run_name="video {video.video_id}", persist_result=False)
+def process_video_on_worker(video: Video, out: str, config: dict[str, Any], inputs: SharedMedia,
+                            outcome_key: str) -> None:
+    """`process_video` on a work pool's worker (`run.fan_out`): the source from the dataset's storage,
+    the kept media put there, the outcome stored under `outcome_key`, a lease renewed meanwhile."""
+    discover()
+    cfg = Config.from_dict(config)
+    storage = open_storage(out)
+    storage.check()
+    result_storage = result_storage_for(storage)
+    with lease.held(storage, outcome_key, cfg.run.lease_timeout_s), local_dask_cluster(cfg) as dask_address:
+        video_flow = process_video.with_options(task_runner=task_runner(cfg, dask_address), result_storage=result_storage)
+        result = video_flow(replace(video, path=inputs.source()), out, config)
+        publish_media(storage, result.segments)
+        FinishedVideos(result_storage, storage).store.write(obj=result, key=outcome_key)
+
+
+def run_video(video_flow, acquired: PrefectFuture, out: str, plan: RunPlan):
     """(video, outcome, None) or (video or None, None, the error) for one acquired source."""
     video, error = outcome(acquired)
     if error is not None:
         return None, None, error
     if (done := plan.finished_outcome(video)) is not None:
         return video, done, None
-    state = video_flow(video, str(staging_dir), plan.cfg.to_dict(), return_state=True)
+    state = video_flow(video, out, plan.cfg.to_dict(), return_state=True)
     try:
         result = state.result()
     except Exception as exc:  # noqa: BLE001 - one failing video never stops the others
         return video, None, exc
     plan.remember(video, result)
     return video, result, None
+
+
+def videos_in_parallel(video_flow, singles: list[str], acquired: list[PrefectFuture], out: str,
+                       plan: RunPlan) -> Iterator[tuple]:
+    """(source, video, outcome, error) for each source, `run.parallel_videos` at once (subflows on
+    threads), in order."""
+    with ThreadPoolExecutor(plan.cfg.run.videos_at_once(), thread_name_prefix="modalink-video") as pool:
+        runs = [pool.submit(contextvars.copy_context().run, run_video, video_flow, future, out, plan)
+                for future in acquired]
+        for source, run in zip(singles, runs):
+            yield source, *run.result()
+
+
+def videos_fanned_out(singles: list[str], acquired: list[PrefectFuture], out: str, storage: DatasetStorage,
+                      plan: RunPlan, logger) -> Iterator[tuple]:
+    """(source, video, outcome, error): the finished videos from the plan, the others through
+    `run.fan_out`'s deployment, as they end."""
+    to_run, sources = [], {}
+    for source, future in zip(singles, acquired):
+        video, error = outcome(future)
+        if error is not None:
+            yield source, None, None, error
+        elif (done := plan.finished_outcome(video)) is not None:
+            yield source, video, done, None
+        else:
+            to_run.append(video)
+            sources[video.video_id] = source
+    store = FinishedVideos(plan.result_storage, storage).store
+    for video, result, error in fan_out(to_run, out, storage, plan.cfg, lambda key: store.read(key).result, logger):
+        if result is not None:
+            plan.remember(video, result)
+        yield sources[video.video_id], video, result, error
 
 
 @flow(name="modalink", persist_result=False)
@@ -154,11 +215,15 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
     error_count = 0  # logged inside video flows; errors.count holds this flow's own
     download_dir = str(staging_dir / cfg.acquire.download_dir)
     acquired = acquire_task.with_options(**media_retries(cfg)).map(singles, cfg.acquire, unmapped(download_dir))
+    check_shareable(storage, cfg.run)
     with local_dask_cluster(cfg) as dask_address:
-        video_flow = process_video.with_options(task_runner=task_runner(cfg, dask_address),
-                                                result_storage=plan.result_storage)
-        for number, (source, future) in enumerate(zip(singles, acquired), start=1):
-            video, result, error = run_video(video_flow, future, staging_dir, plan)
+        if cfg.run.fan_out:
+            done = videos_fanned_out(singles, acquired, out, storage, plan, logger)
+        else:
+            video_flow = process_video.with_options(task_runner=task_runner(cfg, dask_address),
+                                                    result_storage=plan.result_storage)
+            done = videos_in_parallel(video_flow, singles, acquired, out, plan)
+        for number, (source, video, result, error) in enumerate(done, start=1):
             if error is not None:
                 video_id = video.video_id if video else safe_id(source)
                 errors.add(f"video {video_id} ({source})", error)
@@ -167,7 +232,10 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
                 continue
             videos.append(result.video)
             segments.extend(result.segments)
-            error_count += result.errors_logged
+            if cfg.run.fan_out:  # logged on another machine
+                errors.add_blocks(result.error_blocks)
+            else:
+                error_count += result.errors_logged
             logger.info("[%d/%d] %s: %d segments kept", number, len(singles), video.video_id, len(result.segments))
 
     try:

@@ -33,6 +33,7 @@ class VideoOutcome:
     video: VideoRecord
     segments: list[SegmentRecord] = field(default_factory=list)
     errors_logged: int = 0
+    error_blocks: list[str] = field(default_factory=list)  # the errors.log blocks of those errors
 
 
 def failed_video(video_id: str, source: str, error: BaseException) -> VideoRecord:

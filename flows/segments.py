@@ -19,6 +19,7 @@ from prefect.futures import PrefectFuture
 from modalink.config import Config
 from modalink.progress import Progress
 from modalink.records import DROP_ERROR, MediaInfo, Segment, SegmentRecord, Video
+from modalink.shared_media import SharedMedia
 from modalink.stages import Drop, SegmentInput, SegmentStage
 from tasks.base import stage_task
 from tasks.publish import ErrorLog
@@ -87,13 +88,15 @@ class StageRun:
 
 
 def run_stages(stages: list[SegmentStage], cfg: Config, errors: ErrorLog, dropped: dict[str, int], video: Video,
-               media_info: MediaInfo, soundtrack: str, staging_dir: str, segments: list[Segment]) -> list[SegmentRecord]:
-    """The records of the segments that every stage kept, in order; drops are counted in `dropped`."""
+               media_info: MediaInfo, soundtrack: str, staging_dir: str, segments: list[Segment],
+               shared: SharedMedia | None = None) -> list[SegmentRecord]:
+    """The records of the segments that every stage kept, in order; drops are counted in `dropped`.
+    With `shared`, the tasks take the video's inputs from the dataset's storage and put their files there."""
     started = time.monotonic()
     run = StageRun(stages, cfg, errors, dropped)
     per_chunk = [stage for stage in stages if stage.per_chunk]
     per_segment = [stage for stage in stages if not stage.per_chunk]
-    items = [SegmentInput(video, segment, media_info, soundtrack, staging_dir) for segment in segments]
+    items = [SegmentInput(video, segment, media_info, soundtrack, staging_dir, shared=shared) for segment in segments]
     chunks = chunked(items, per_chunk[0].chunk_size(cfg) if per_chunk else max(1, len(items)))
     first = [run.submit(per_chunk[0], chunk) for chunk in chunks] if per_chunk else []
 

@@ -102,11 +102,14 @@ def check_sources(sources: list[str]) -> None:
             raise UsageError(f"no such file or folder: {source}")
 
 
-def check_writable(out: str) -> None:
+def check_writable(out: str, config) -> None:
+    from modalink.shared_media import check_shareable
     from modalink.storage import StorageError, open_storage
 
     try:
-        open_storage(out).check()
+        storage = open_storage(out)
+        check_shareable(storage, config.run)
+        storage.check()
     except StorageError as exc:
         raise UsageError(f"--out {out}: {exc}") from None
 
@@ -149,7 +152,7 @@ def run_build(args: argparse.Namespace, server: TemporaryServer | None) -> int:
     discover()  # the sections of added stages are config sections too
     check_sources(args.sources)
     config = Config.load(args.config, overrides_from(args))
-    check_writable(args.out)
+    check_writable(args.out, config)
     quiet_logging(args.verbose)
     out = args.out if "://" in args.out else str(Path(args.out).expanduser())
     if server and not server.needed():  # a Prefect profile names a server of its own

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,13 +252,31 @@ class RunConfig(Section):
     dask_address: str | None = runtime(None)  # tcp://scheduler:8786 of a Dask cluster; None: a local cluster
     retries: int = runtime(2)  # retries of media steps (download, decoding) on transient failure
     retry_delay_s: float = runtime(1.0)
+    parallel_videos: int = runtime(0)  # videos processed at once in this run; 0: one per 4 cores (at least 1)
+    fan_out: str | None = runtime(None)  # FLOW/DEPLOYMENT that runs each video's flow on a work pool's workers
+    share_media: str = runtime("auto")  # auto | yes | no: inputs and outputs through the dataset's storage
+    lease_timeout_s: float = runtime(120.0)  # a fanned-out video whose worker is silent this long is run again
 
     def problems(self) -> list[str]:
         return [message for ok, message in [
             (self.workers >= 1, "run.workers must be >= 1"),
             (self.runner in ("threads", "dask"), f"run.runner must be threads or dask, got {self.runner!r}"),
             (self.retries >= 0, "run.retries must be >= 0"),
+            (self.parallel_videos >= 0, "run.parallel_videos must be >= 0 (0: from the cores)"),
+            (self.share_media in ("auto", "yes", "no"), f"run.share_media must be auto, yes or no, got {self.share_media!r}"),
+            (self.fan_out is None or "/" in self.fan_out, f"run.fan_out must be FLOW/DEPLOYMENT, got {self.fan_out!r}"),
+            (self.lease_timeout_s > 0, "run.lease_timeout_s must be > 0"),
         ] if not ok]
+
+    def videos_at_once(self) -> int:
+        return self.parallel_videos or max(1, (os.cpu_count() or 1) // 4)
+
+    def segments_elsewhere(self) -> bool:
+        """Whether segment tasks may run where the video flow's folders are not: on a remote Dask
+        cluster (`share_media` auto), or as `share_media` says."""
+        if self.share_media != "auto":
+            return self.share_media == "yes"
+        return self.runner == "dask" and bool(self.dask_address)
 
 
 # Sections of stages added from outside the core (name -> section class), see `register_section`.

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 SCHEMA_PATH = Path(__file__).with_name("segment.schema.json")
 CONTRACT_PATH = Path(__file__).with_name("dataset.schema.json")
@@ -32,6 +32,8 @@ class Video:
     path: str  # local media file
     fingerprint: str  # changes when the file changes; part of every cache key
     info: dict[str, Any] = field(default_factory=dict)  # title, channel, upload_date, url, duration, license
+
+    LOCAL_FIELDS: ClassVar[tuple[str, ...]] = ("path",)  # left out of cache keys: the fingerprint stands for it
 
 
 @dataclass(frozen=True)

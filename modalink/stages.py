@@ -24,10 +24,13 @@ import pkgutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from modalink.config import Config, ConfigError, Section
 from modalink.records import MediaInfo, Segment, Video
+
+if TYPE_CHECKING:
+    from modalink.shared_media import SharedMedia, Workspace
 
 ENTRY_POINTS = "modalink.stages"
 ENVIRONMENT = "MODALINK_STAGES"
@@ -50,6 +53,20 @@ class SegmentInput:
     soundtrack: str  # the video's 16 kHz mono WAV, in the staging folder
     staging_dir: str  # where stages write files, relative paths as in the records
     results: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the needed stages' results
+    shared: SharedMedia | None = None  # set when the task may run on a machine that sees none of the flow's folders
+    workspace: Workspace | None = None  # that task's folder on its machine (set where it runs)
+
+    def file(self, relative: str) -> str:
+        """A file an earlier stage wrote (its path relative to the dataset, as in the records), readable here."""
+        if self.workspace is not None:
+            return str(self.workspace.file(relative))
+        return str(Path(self.staging_dir) / relative)
+
+    def has_file(self, relative: str) -> bool:
+        """Whether an earlier stage (or an earlier run) already wrote `relative`."""
+        if self.workspace is not None:
+            return self.workspace.has_file(relative)
+        return (Path(self.staging_dir) / relative).is_file()
 
     def cache_key(self) -> tuple:
         """What the result may depend on, besides the options: nothing tied to one machine's folders."""

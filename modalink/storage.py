@@ -52,6 +52,10 @@ class DatasetStorage(ABC):
     def exists(self, key: str) -> bool:
         """Whether `key` is already published."""
 
+    @abstractmethod
+    def fetch_file(self, key: str, local: Path) -> None:
+        """Copy the published `key` to `local` (FileNotFoundError when it does not exist)."""
+
 
 class LocalStorage(DatasetStorage):
     def __init__(self, root: str | Path):
@@ -85,6 +89,9 @@ class LocalStorage(DatasetStorage):
 
     def exists(self, key: str) -> bool:
         return (self.root / key).is_file()
+
+    def fetch_file(self, key: str, local: Path) -> None:
+        shutil.copyfile(self.root / key, local)
 
 
 class S3Storage(DatasetStorage):
@@ -152,6 +159,16 @@ class S3Storage(DatasetStorage):
 
     def exists(self, key: str) -> bool:
         return self._size(key) is not None
+
+    def fetch_file(self, key: str, local: Path) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_file(self.bucket, self.key(key), str(local))
+        except ClientError as exc:
+            if self._is_missing(exc) or str(exc.response.get("Error", {}).get("Code")) == "404":
+                raise FileNotFoundError(f"{self.url}/{key}") from None
+            raise
 
     def put_file(self, local: Path, key: str) -> None:
         if self._size(key) == local.stat().st_size:

@@ -10,6 +10,7 @@ import logging
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from modalink.config import AudioConfig
 from modalink.ffmpeg_tools import FFmpegError, FFmpegKilled, ffmpeg
@@ -26,6 +27,8 @@ class ExtractedAudio:
     sample_rate: int
     duration: float
     fallback: bool  # True when strict decoding failed and the tolerant pass was used
+
+    LOCAL_FIELDS: ClassVar[tuple[str, ...]] = ("path",)  # left out of cache keys (the video's fingerprint is in them)
 
 
 def extract_audio(source: str, out_path: str, config: AudioConfig) -> ExtractedAudio:
@@ -53,7 +56,7 @@ def extract_audio(source: str, out_path: str, config: AudioConfig) -> ExtractedA
     return ExtractedAudio(path=str(Path(out_path)), sample_rate=rate, duration=frames / rate, fallback=fallback)
 
 
-@step("extract-audio", timing="audio", run_name="audio {video.video_id}", retries=2)
+@step("extract-audio", timing="audio", run_name="audio {video.video_id}", retries=2, exclude=("out_path",))
 def extract_audio_task(video: Video, out_path: str, config: AudioConfig) -> ExtractedAudio:
     """Retried by the flow (`run.retries`) when ffmpeg was killed; damaged audio is a MediaError."""
     return extract_audio(video.path, out_path, config)

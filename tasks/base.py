@@ -49,6 +49,8 @@ def cache_form(value: Any) -> Any:
     """An input as its cache key sees it: a config section by the options that change results."""
     if isinstance(value, Section):
         return cache_view(value)
+    if local := getattr(value, "LOCAL_FIELDS", ()):  # where a file is on this machine: the same key on every machine
+        return dataclasses.replace(value, **{name: "" for name in local})
     if isinstance(value, (list, tuple)):
         return [cache_form(item) for item in value]
     return value
@@ -105,12 +107,29 @@ def run_stage(stage_name: str, work: Any, options: Any, key_sections: dict[str, 
 
     stage = get_stage(stage_name)
     label = stage.name if stage.timing is None else stage.timing
-    with timed(label) if label else contextlib.nullcontext():
+    shared = (work[0] if isinstance(work, list) else work).shared
+    with timed(label) if label else contextlib.nullcontext(), \
+            on_this_machine(work, shared) if shared else contextlib.nullcontext(work) as work:
         if stage.per_chunk:
             return stage.run_chunk(work, options)
         work = dataclasses.replace(work, results={**work.results, **(needed or {})})
         dropped = next((r for r in work.results.values() if isinstance(r, Drop)), None)
         return dropped if dropped is not None else stage.run(work, options)
+
+
+@contextlib.contextmanager
+def on_this_machine(work: Any, shared):
+    """`work` (one SegmentInput or a chunk) with the video's source and soundtrack from this machine's
+    cache of shared inputs and a workspace of its own, whose written files are put in the dataset's
+    storage when the stage succeeds."""
+    from modalink.shared_media import workspace
+
+    with workspace(shared) as space:
+        def here(item):
+            video = dataclasses.replace(item.video, path=shared.source())
+            return dataclasses.replace(item, video=video, soundtrack=shared.soundtrack(), staging_dir=str(space.root),
+                                       workspace=space)
+        yield [here(item) for item in work] if isinstance(work, list) else here(work)
 
 
 def stage_task(stage, config: Config) -> Task:

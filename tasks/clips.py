@@ -42,13 +42,14 @@ def write_frame(source: str, at: float, frame_path: Path, jpeg_quality: int) -> 
 
 
 def write_segment_media(video: Video, segment: Segment, soundtrack: str, staging_dir: str,
-                        config: ClipConfig, jpeg_quality: int = 2) -> SegmentFiles:
+                        config: ClipConfig, jpeg_quality: int = 2, frame_written: bool | None = None) -> SegmentFiles:
+    """`frame_written`: whether the face step left the midpoint frame (None: look in `staging_dir`)."""
     files = segment_files(segment)
     root = Path(staging_dir)
     write_clip(video.path, segment.start, segment.end, root / files.video_clip, config)
     cut_wav(soundtrack, segment.start, segment.end, root / files.audio_clip)
-    if not (root / files.frame).is_file():  # the face step writes it, unless its result came from a cache
-        write_frame(video.path, segment.midpoint, root / files.frame, jpeg_quality)
+    if not (frame_written if frame_written is not None else (root / files.frame).is_file()):
+        write_frame(video.path, segment.midpoint, root / files.frame, jpeg_quality)  # the face step's came from a cache
     return files
 
 
@@ -67,7 +68,8 @@ class MediaStage(SegmentStage):
 
     def run(self, item, options: tuple[ClipConfig, int]) -> SegmentFiles:
         clips, jpeg_quality = options
-        return write_segment_media(item.video, item.segment, item.soundtrack, item.staging_dir, clips, jpeg_quality)
+        return write_segment_media(item.video, item.segment, item.soundtrack, item.staging_dir, clips, jpeg_quality,
+                                   item.has_file(segment_files(item.segment).frame))
 
     def record_fields(self, result: SegmentFiles, options) -> dict:
         return {"video_clip": result.video_clip, "audio_clip": result.audio_clip, "frame": result.frame}

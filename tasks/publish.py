@@ -167,6 +167,7 @@ class ErrorLog:
     def __init__(self, staging_dir: str | Path):
         self.path = Path(staging_dir) / ERRORS
         self.count = 0
+        self.blocks: list[str] = []  # this log's blocks, for a flow on another machine to hand back
         self._lock = threading.Lock()
 
     def add(self, where: str, error: BaseException | str) -> None:
@@ -175,7 +176,12 @@ class ErrorLog:
         else:
             detail = str(error)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.add_blocks([f"[{stamp}] {where}\n{detail}\n\n"])
+
+    def add_blocks(self, blocks: list[str]) -> None:
+        """Append blocks as they are (those a video flow on another machine logged)."""
         with self._lock:
-            self.count += 1
+            self.count += len(blocks)
+            self.blocks.extend(blocks)
             with self.path.open("a", encoding="utf-8") as log:
-                log.write(f"[{stamp}] {where}\n{detail}\n\n")
+                log.writelines(blocks)

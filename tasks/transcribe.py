@@ -227,7 +227,7 @@ class TranscriptionStage(SegmentStage):
         return config.asr.retries, doubling(config.asr.retry_delay_s, config.asr.retries)
 
     def run(self, item, options: AsrConfig) -> Transcript:
-        return transcribe(str(Path(item.staging_dir) / item.results["media"].audio_clip), options)
+        return transcribe(item.file(item.results["media"].audio_clip), options)
 
     def failed_result(self, error: BaseException, options: AsrConfig) -> Transcript:
         return failed_transcript(error, options)

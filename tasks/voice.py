@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -133,7 +132,7 @@ class VoiceStage(SegmentStage):
     def run(self, item, options: VoiceConfig) -> VoiceCues | None:
         if not options.enabled:
             return None
-        clip = read_span(str(Path(item.staging_dir) / item.results["media"].audio_clip))
+        clip = read_span(item.file(item.results["media"].audio_clip))
         return voice_cues(clip.samples(), clip.rate, item.results["transcription"].text, options)
 
     def record_fields(self, result: VoiceCues | None, options) -> dict:
