@@ -237,6 +237,8 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
             else:
                 error_count += result.errors_logged
             logger.info("[%d/%d] %s: %d segments kept", number, len(singles), video.video_id, len(result.segments))
+    position = {source: number for number, source in enumerate(singles)}
+    videos.sort(key=lambda record: position.get(record.source, -1))  # fanned-out videos end in any order
 
     try:
         manifest_lines, _ = publish_records_task.with_options(**media_retries(cfg))(
