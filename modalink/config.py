@@ -74,8 +74,7 @@ def cache_view(section: Section) -> dict[str, Any]:
 
 def secret_value(section: Section, name: str) -> str | None:
     """The value of secret option `name` of `section`: its environment variable (None: not set)."""
-    variable = next(f.metadata["secret"] for f in dataclasses.fields(section) if f.name == name)
-    return os.environ.get(variable) or None
+    return os.environ.get(section.__dataclass_fields__[name].metadata["secret"]) or None
 
 
 def secret_variables() -> tuple[str, ...]:
@@ -420,13 +419,14 @@ def _merge_section(path: str, current: Section, options: Any) -> Section:
     if not isinstance(options, dict):
         raise ConfigError(f"config section [{path}] must hold options, got {options!r}")
     types = get_type_hints(type(current))
+    fields = {f.name: f for f in dataclasses.fields(current)}
     changes = {}
     for name, value in options.items():
         if f"{path}.{name}" in MOVED:
             raise ConfigError(f"{path}.{name} is now {MOVED[path + '.' + name]}")
-        option = _pick(name, {f.name for f in dataclasses.fields(current)}, f"option of [{path}]")
+        option = _pick(name, set(fields), f"option of [{path}]")
         inner = getattr(current, option)
-        variable = next(f.metadata.get("secret") for f in dataclasses.fields(current) if f.name == option)
+        variable = fields[option].metadata.get("secret")
         if isinstance(inner, Section):
             changes[option] = _merge_section(f"{path}.{option}", inner, value)
         elif variable:
