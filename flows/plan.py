@@ -20,6 +20,7 @@ from modalink import timing
 from modalink.config import Config
 from modalink.records import SegmentRecord, Video, VideoRecord
 from modalink.result_storage import FinishedVideos, holds_no_cached_steps, result_storage_for
+from modalink.secrets import redact
 from modalink.stages import segment_stages
 from modalink.storage import DatasetStorage, LocalStorage, open_storage
 from tasks.acquire import SourceError, expand_sources, is_url, local_video, safe_id
@@ -37,7 +38,7 @@ class VideoOutcome:
 
 
 def failed_video(video_id: str, source: str, error: BaseException) -> VideoRecord:
-    return VideoRecord(video_id=video_id, source=source, status="failed", error=str(error) or type(error).__name__)
+    return VideoRecord(video_id=video_id, source=source, status="failed", error=redact(error) or type(error).__name__)
 
 
 class RunPlan:

@@ -2,7 +2,9 @@
 
 A section holds what one step computes; options marked `runtime` say how it runs (retries,
 timeouts, threads, batch sizes, keys) and are left out of that step's cache key, so a step's cached
-output depends only on the options that can change it (`cache_view`). Backend options sit in
+output depends only on the options that can change it (`cache_view`). Options marked `secret` (API
+keys) never hold their value: it lives in an environment variable of the run's process, and the
+config, as recorded and as passed to flows, says only whether one is set (`SET`). Backend options sit in
 sub-sections (`asr.whisper.*`, `asr.google.*`). Each section checks its own values (`problems`).
 Stages added from outside register their own section (`register_section`).
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -26,6 +29,17 @@ class ConfigError(ValueError):
 def runtime(default: Any) -> Any:
     """An option that changes how a step runs, never what it computes: not part of any cache key."""
     return field(default=default, metadata={"runtime": True})
+
+
+SET = "<set>"  # a secret option's value in a config: a key is set (its value is in the environment)
+
+
+def secret(variable: str) -> Any:
+    """A runtime option whose value is a secret (an API key), read from the environment variable
+    `variable`. A value given in a config file or an override goes into that variable of this process
+    (the steps read it there, `secret_value`) and the option holds `SET` instead; a config read back
+    from a record holds `SET` and changes nothing."""
+    return field(default=None, metadata={"runtime": True, "secret": variable})
 
 
 class Section:
@@ -55,6 +69,44 @@ def cache_view(section: Section) -> dict[str, Any]:
         if f.metadata.get("runtime") or (chosen is not None and f.name in section.choices and f.name != chosen):
             continue
         view[f.name] = cache_view(value) if isinstance(value, Section) else value
+    return view
+
+
+def secret_value(section: Section, name: str) -> str | None:
+    """The value of secret option `name` of `section`: its environment variable (None: not set)."""
+    return os.environ.get(section.__dataclass_fields__[name].metadata["secret"]) or None
+
+
+def secret_variables() -> tuple[str, ...]:
+    """The environment variables of every secret option of the config (its registered sections too)."""
+    return _secret_variables(tuple(_registered_sections.items()))
+
+
+@functools.cache
+def _secret_variables(registered: tuple) -> tuple[str, ...]:
+    def variables(section: Section) -> list[str]:
+        found = []
+        for f in dataclasses.fields(section):
+            if f.metadata.get("secret"):
+                found.append(f.metadata["secret"])
+            elif isinstance(getattr(section, f.name), Section):
+                found.extend(variables(getattr(section, f.name)))
+        return found
+
+    return tuple(name for section in Config().sections().values() for name in variables(section))
+
+
+def recorded(section: Section) -> dict[str, Any]:
+    """`section` as a dict, a secret option as `SET` when a value is set for it (given, or in its
+    environment variable) and None otherwise."""
+    view = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if isinstance(value, Section):
+            value = recorded(value)
+        elif f.metadata.get("secret"):
+            value = SET if value is not None or os.environ.get(f.metadata["secret"]) else None
+        view[f.name] = value
     return view
 
 
@@ -184,7 +236,8 @@ class WhisperOptions(Section):
 @dataclass(frozen=True)
 class GoogleOptions(Section):
     endpoint: str = "http://www.google.com/speech-api/v2/recognize"
-    key: str | None = runtime(None)  # None: the public key SpeechRecognition ships
+    key: str | None = secret("MODALINK_GOOGLE_KEY")  # None: the public key SpeechRecognition ships
+    key_secret: str | None = runtime(None)  # name of a Prefect Secret block holding the key (wins over key)
     timeout_s: float = runtime(30.0)
 
     def problems(self) -> list[str]:
@@ -309,7 +362,8 @@ class Config:
         return {name: self.section(name) for name in (*self.CORE, *sorted(self.added))}
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {name: dataclasses.asdict(section) for name, section in self.sections().items()}
+        """Every option by section, secret ones as `SET` or None (`recorded`): what runs record and pass on."""
+        return {name: recorded(section) for name, section in self.sections().items()}
 
     def cache_view(self) -> dict[str, dict[str, Any]]:
         """Every option that changes a result, by section."""
@@ -383,17 +437,31 @@ def _merge_section(path: str, current: Section, options: Any) -> Section:
     if not isinstance(options, dict):
         raise ConfigError(f"config section [{path}] must hold options, got {options!r}")
     types = get_type_hints(type(current))
+    fields = {f.name: f for f in dataclasses.fields(current)}
     changes = {}
     for name, value in options.items():
         if f"{path}.{name}" in MOVED:
             raise ConfigError(f"{path}.{name} is now {MOVED[path + '.' + name]}")
-        option = _pick(name, {f.name for f in dataclasses.fields(current)}, f"option of [{path}]")
+        option = _pick(name, set(fields), f"option of [{path}]")
         inner = getattr(current, option)
+        variable = fields[option].metadata.get("secret")
         if isinstance(inner, Section):
             changes[option] = _merge_section(f"{path}.{option}", inner, value)
+        elif variable:
+            changes[option] = _take_secret(variable, value)
         else:
             changes[option] = _coerce(f"{path}.{option}", value, types[option])
     return dataclasses.replace(current, **changes)
+
+
+def _take_secret(variable: str, value: Any) -> str | None:
+    """A secret option's value moved into its environment variable; what the option then holds."""
+    if value is None or value == "" or (isinstance(value, str) and value.lower() in ("none", "null")):
+        return None
+    if value == SET:  # a recorded config: the value, if any, is already in the environment
+        return SET
+    os.environ[variable] = str(value)
+    return SET
 
 
 def parse_override(text: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Where the ffmpeg and ffprobe binaries are, and how to run them (argument lists, never a shell)."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +12,12 @@ from pathlib import Path
 
 
 class FFmpegError(RuntimeError):
-    """ffmpeg or ffprobe exited with an error; the message ends with the tail of its stderr."""
+    """ffmpeg or ffprobe exited with an error; `reason` is its complaint in one line (`complaint`),
+    which ends the message."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class FFmpegKilled(FFmpegError):
@@ -49,12 +56,10 @@ def ffmpeg(*args: str, input_bytes: bytes | None = None, capture: bool = False) 
 
 
 def ffprobe_json(path: str) -> dict:
-    import ffmpeg as ffmpeg_python  # ffmpeg-python
-
-    try:
-        return ffmpeg_python.probe(path, cmd=find_binary("ffprobe"))
-    except ffmpeg_python.Error as exc:
-        raise FFmpegError(_tail(exc.stderr)) from None
+    """The format and streams of `path` (ffprobe's JSON). Raises FFmpegError with ffprobe's complaint."""
+    command = [find_binary("ffprobe"), "-v", "error", "-hide_banner", "-show_format", "-show_streams",
+               "-of", "json", path]
+    return json.loads(_run(command, None, capture=True) or b"{}")
 
 
 def _run(command: list[str], input_bytes: bytes | None, capture: bool) -> bytes:
@@ -68,10 +73,33 @@ def _run(command: list[str], input_bytes: bytes | None, capture: bool) -> bytes:
     if proc.returncode < 0:
         raise FFmpegKilled(f"{Path(command[0]).name} was killed by signal {-proc.returncode}")
     if proc.returncode != 0:
-        raise FFmpegError(f"{Path(command[0]).name} failed (exit {proc.returncode}): {_tail(proc.stderr)}")
+        reason = complaint(proc.stderr, command[1:])
+        raise FFmpegError(f"{Path(command[0]).name} failed (exit {proc.returncode}): {reason}", reason)
     return proc.stdout or b""
 
 
-def _tail(stderr: bytes | None, limit: int = 600) -> str:
-    text = (stderr or b"").decode("utf-8", "replace").strip()
-    return text[-limit:] if text else "no error output"
+_CONTEXT = re.compile(r"^\[[^\]]* @ (0x)?[0-9a-fA-F]+\]\s*")  # "[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55d0c1a2] "
+
+
+def complaint(stderr: bytes | None, arguments: list[str] = (), lines: int = 2, limit: int = 300) -> str:
+    """ffmpeg's error output as one line: its last `lines` different messages (no version banner, no
+    "[demuxer @ 0x...]" context, no "FILE: " before a message about an input or output named in
+    `arguments`), joined by "; ", at most `limit` characters."""
+    messages: list[str] = []
+    for line in (stderr or b"").decode("utf-8", "replace").splitlines():
+        line = _CONTEXT.sub("", line.strip())
+        for argument in arguments:
+            if argument and line.startswith(f"{argument}: "):
+                line = line[len(argument) + 2:]
+        if line and not _is_banner(line):
+            if line in messages:
+                messages.remove(line)
+            messages.append(line)
+    text = "; ".join(messages[-lines:]) or "no error output"
+    return text if len(text) <= limit else f"...{text[-limit:]}"
+
+
+def _is_banner(line: str) -> bool:
+    """A line of the version banner that ffmpeg prints without -hide_banner."""
+    return line.startswith(("ffmpeg version", "ffprobe version", "built with", "configuration:")) or bool(
+        re.match(r"^lib\w+\s+\d+\.\s*\d+\.\s*\d+ / ", line))

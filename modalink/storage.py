@@ -6,7 +6,7 @@ files are missing. For a local dataset the staging folder is the dataset itself.
 
 S3 credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or any source
 boto3 reads); the endpoint from MODALINK_S3_ENDPOINT_URL or AWS_ENDPOINT_URL (unset: AWS). They are
-never printed or logged.
+never printed or logged: every StorageError message goes through `modalink.secrets.redact`.
 """
 from __future__ import annotations
 
@@ -20,9 +20,14 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
+from modalink.secrets import redact
+
 
 class StorageError(RuntimeError):
-    """The dataset storage cannot be used: the message says why, without secrets."""
+    """The dataset storage cannot be used: the message says why, without secrets (`redact`)."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 class DatasetStorage(ABC):

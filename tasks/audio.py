@@ -41,14 +41,14 @@ def extract_audio(source: str, out_path: str, config: AudioConfig) -> ExtractedA
             raise  # not damaged audio: the task's retries run the strict pass again
         except FFmpegError as strict_error:
             if not config.fallback:
-                raise MediaError(f"audio does not decode: {strict_error}") from None
-            log.warning("strict audio decoding failed for %s, using the error-tolerant fallback: %s", source, strict_error)
+                raise MediaError(f"audio does not decode: {strict_error.reason}") from None
+            log.warning("strict audio decoding failed for %s, using the error-tolerant fallback: %s", source, strict_error.reason)
             fallback = True
             try:
                 ffmpeg("-err_detect", "ignore_err", "-fflags", "+discardcorrupt+genpts", "-i", source,
                        *common[:-2], "-af", "aresample=async=1:first_pts=0", "-f", "wav", str(partial))
             except FFmpegError as tolerant_error:
-                raise MediaError(f"audio does not decode, even error-tolerantly: {tolerant_error}") from None
+                raise MediaError(f"audio does not decode, even error-tolerantly: {tolerant_error.reason}") from None
         with wave.open(str(partial)) as wav:
             frames, rate = wav.getnframes(), wav.getframerate()
         if frames == 0:

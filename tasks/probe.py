@@ -10,7 +10,7 @@ def probe(path: str) -> MediaInfo:
     try:
         data = ffprobe_json(path)
     except FFmpegError as exc:
-        raise MediaError(f"does not decode: {exc}") from None
+        raise MediaError(f"does not decode: {exc.reason}") from None
     streams = data.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover_art(s)), None)
     audio = next((s for s in streams if s.get("codec_type") == "audio"), None)

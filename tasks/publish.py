@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from modalink.exports import LABELS, DatasetRecords, Exporter, LabelledExporter, exporters, register_exporter
 from modalink.records import MEDIA_FIELDS, SegmentRecord, VideoRecord, parse_jsonl, to_json_line, validate_segment
+from modalink.secrets import redact
 from modalink.storage import DatasetStorage
 from modalink.timing import timed
 
@@ -162,7 +163,7 @@ def write_summary_task(storage: DatasetStorage, summary: dict[str, Any]) -> None
 
 class ErrorLog:
     """errors.log in the staging folder (published with the summary): one block per error, with where
-    it happened and its traceback. Thread-safe."""
+    it happened and its traceback, secrets redacted (`modalink.secrets`). Thread-safe."""
 
     def __init__(self, staging_dir: str | Path):
         self.path = Path(staging_dir) / ERRORS
@@ -176,7 +177,7 @@ class ErrorLog:
         else:
             detail = str(error)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self.add_blocks([f"[{stamp}] {where}\n{detail}\n\n"])
+        self.add_blocks([redact(f"[{stamp}] {where}\n{detail}\n\n")])
 
     def add_blocks(self, blocks: list[str]) -> None:
         """Append blocks as they are (those a video flow on another machine logged)."""

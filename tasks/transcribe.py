@@ -18,8 +18,9 @@ import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from modalink.config import AsrConfig, Config, ConfigError
+from modalink.config import SET, AsrConfig, Config, ConfigError, secret_value
 from modalink.records import Transcript
+from modalink.secrets import prefect_secret, redact
 from modalink.stages import SegmentStage, doubling, register
 from modalink.storage import replaced_atomically
 from modalink.timing import usable_cores
@@ -55,7 +56,28 @@ class AsrBackend(ABC):
 
 
 class GoogleBackend(AsrBackend):
+    """The API key comes from a Prefect Secret block (`asr.google.key_secret`), else from
+    MODALINK_GOOGLE_KEY (`asr.google.key`), else SpeechRecognition's public key; it is never part of
+    an error message."""
+
     name = "google"
+
+    def key(self) -> str | None:
+        options = self.config.google
+        if options.key_secret:
+            return prefect_secret(options.key_secret)
+        if options.key == SET and secret_value(options, "key") is None:
+            raise ConfigError("asr.google.key is set, but MODALINK_GOOGLE_KEY is not in this process's "
+                              "environment: export it there, or name a Prefect Secret block (asr.google.key_secret)")
+        return secret_value(options, "key")
+
+    def prepare(self) -> None:
+        """A key that cannot be read fails here; a Secret block only where a Prefect API is known
+        (the CLI checks again inside the run, once its temporary server is up)."""
+        from prefect.settings import get_current_settings
+
+        if not self.config.google.key_secret or get_current_settings().api.url:
+            self.key()
 
     def hear(self, wav_path: str) -> Heard:
         import speech_recognition as sr
@@ -65,13 +87,14 @@ class GoogleBackend(AsrBackend):
         recognizer.operation_timeout = options.timeout_s
         with sr.AudioFile(wav_path) as source:
             audio = recognizer.record(source)
+        key = self.key()
         try:
-            return Heard(recognizer.recognize_google(audio, key=options.key, language=self.config.language,
+            return Heard(recognizer.recognize_google(audio, key=key, language=self.config.language,
                                                      endpoint=options.endpoint))
         except sr.UnknownValueError:
             return Heard("")
-        except sr.RequestError as exc:
-            raise TranscriptionError(f"google speech API: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a refused key, the network, the service: retried, then flagged
+            raise TranscriptionError(f"google speech API: {redact(exc)}") from None
 
 
 _whisper_models: dict[tuple[str, str, int], object] = {}
@@ -206,7 +229,7 @@ def transcribe(wav_path: str, config: AsrConfig) -> Transcript:
 
 def failed_transcript(error: BaseException | str, config: AsrConfig) -> Transcript:
     backend = get_backend(config)
-    return Transcript(text=None, status="failed", error=str(error)[:500], backend=backend.name, model=backend.model)
+    return Transcript(text=None, status="failed", error=redact(error)[:500], backend=backend.name, model=backend.model)
 
 
 @register

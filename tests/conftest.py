@@ -113,21 +113,24 @@ def media_server(media, tmp_path_factory):
 class FakeGoogleSpeech:
     """A local stand-in for the Google Speech API v2: answers like Google, or fails on purpose.
 
-    `failures` requests are answered 503 before it answers; `always_fail` answers 500 forever.
-    Every request is recorded (query, content type, body size, whether the body is FLAC).
+    `failures` requests are answered 503 before it answers; `always_fail` answers 500 forever;
+    `forbidden` answers 403 with the request's path and query (the key too) in its reason phrase,
+    as some gateways do. Every request is recorded (query, content type, body size, whether the
+    body is FLAC).
     """
 
     def __init__(self):
         self.requests: list[dict] = []
         self.failures = 0
-        self.always_fail = False
+        self.always_fail = self.forbidden = False
         self.transcript = "مرحبا بكم"
         self.server, base = serve(self._handler())
         self.endpoint = f"{base}/speech-api/v2/recognize"
 
-    def reset(self, failures=0, always_fail=False, transcript="مرحبا بكم"):
+    def reset(self, failures=0, always_fail=False, transcript="مرحبا بكم", forbidden=False):
         self.requests.clear()
         self.failures, self.always_fail, self.transcript = failures, always_fail, transcript
+        self.forbidden = forbidden
 
     def _handler(self):
         fake = self
@@ -143,6 +146,10 @@ class FakeGoogleSpeech:
                 fake.requests.append({"query": parse_qs(urlparse(self.path).query),
                                       "content_type": self.headers.get("Content-Type"),
                                       "flac": body[:4] == b"fLaC", "bytes": len(body)})
+                if fake.forbidden:
+                    self.send_response(403, f"Forbidden: API key not valid for {self.path}")
+                    self.end_headers()
+                    return
                 if fake.always_fail or fake.failures > 0:
                     fake.failures -= 1
                     self.send_response(500 if fake.always_fail else 503)
