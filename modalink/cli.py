@@ -95,10 +95,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_sources(sources: list[str]) -> None:
-    from tasks.acquire import is_url
+    from tasks.acquire import is_url, local_path
 
     for source in sources:
-        if not is_url(source) and not Path(source).expanduser().exists():
+        if not is_url(source) and not local_path(source).exists():
             raise UsageError(f"no such file or folder: {source}")
 
 

@@ -101,6 +101,7 @@ def local_video(path: Path, source: str | None = None, link_dir: str | None = No
 
 
 def readable_path(path: Path, video_id: str, link_dir: str | None) -> str:
+    """`path` itself when it is UTF-8, else a link to it in `link_dir` (kept when it already points there)."""
     if is_utf8(str(path)):
         return str(path)
     if link_dir is None:
