@@ -95,10 +95,10 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def check_sources(sources: list[str]) -> None:
-    from tasks.acquire import is_url
+    from tasks.acquire import is_url, local_path
 
     for source in sources:
-        if not is_url(source) and not Path(source).expanduser().exists():
+        if not is_url(source) and not local_path(source).exists():
             raise UsageError(f"no such file or folder: {source}")
 
 
@@ -148,9 +148,11 @@ def run_build(args: argparse.Namespace, server: TemporaryServer | None) -> int:
     the model loads; it is used only if Prefect's settings name no other."""
     from modalink.config import Config
     from modalink.stages import discover
+    from tasks.acquire import portable_source
 
     discover()  # the sections of added stages are config sections too
     check_sources(args.sources)
+    sources = [portable_source(source) for source in args.sources]  # a path that is not UTF-8: its file:// URI
     config = Config.load(args.config, overrides_from(args))
     check_writable(args.out, config)
     quiet_logging(args.verbose)
@@ -161,7 +163,7 @@ def run_build(args: argparse.Namespace, server: TemporaryServer | None) -> int:
     if server:  # a flow would only read caches: say so without starting a server for it
         from flows.plan import finished_run
 
-        if (summary := finished_run(list(args.sources), out, config.to_dict())) is not None:
+        if (summary := finished_run(sources, out, config.to_dict())) is not None:
             print_summary(summary)
             return EXIT_OK
     from flows.build import build_dataset, prepare_stages, preload_step_libraries
@@ -175,7 +177,7 @@ def run_build(args: argparse.Namespace, server: TemporaryServer | None) -> int:
         # wait for that import to finish before it exits.
         preload_step_libraries(config)
     with server.serving() if server else nullcontext():
-        summary = build_dataset(sources=list(args.sources), out=out, config=config.to_dict())
+        summary = build_dataset(sources=sources, out=out, config=config.to_dict())
     print_summary(summary)
     return EXIT_SOME_FAILED if summary["videos"]["failed"] else EXIT_OK
 

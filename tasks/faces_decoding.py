@@ -4,7 +4,9 @@
 analyse and leaving the B-frames that no other frame refers to undecoded away from the times
 analysed; `as_rgb` converts only the frames asked for, downscaled, straight to RGB (the paper's
 BGR->RGB step happens in that conversion); `batches_in_background` decodes on a thread of its own
-while MTCNN works on the batch before; `encode_jpeg` writes a segment's midpoint frame.
+while MTCNN works on the batch before; `encode_jpeg` writes a segment's midpoint frame. Frames are
+taken as shown: a display rotation (a phone's portrait video) is applied, as ffmpeg applies it to
+the clips; a packet that does not decode (damaged data) is skipped, as ffmpeg skips it.
 """
 from __future__ import annotations
 
@@ -46,8 +48,27 @@ def as_rgb(frames: Iterable[tuple[T, "av.VideoFrame"]], size: tuple[int, int]) -
     shown, rgb = None, None
     for key, frame in frames:
         if frame is not shown:
-            shown, rgb = frame, frame.reformat(width=size[0], height=size[1], format="rgb24").to_ndarray()
+            shown, rgb = frame, picture(frame, size, "rgb24")
         yield key, rgb
+
+
+def quarter_turns(frame: "av.VideoFrame") -> int:
+    """Counter-clockwise quarter turns that show the frame upright (its display matrix's rotation)."""
+    return round((frame.rotation or 0) / 90) % 4
+
+
+def shown_size(frame: "av.VideoFrame") -> tuple[int, int]:
+    """(width, height) of the frame as shown."""
+    return (frame.height, frame.width) if quarter_turns(frame) % 2 else (frame.width, frame.height)
+
+
+def picture(frame: "av.VideoFrame", size: tuple[int, int], format: str) -> np.ndarray:
+    """The frame as shown (its display rotation applied) at `size` (width, height as shown), as an
+    array in pixel `format` ("rgb24", "gray")."""
+    turns = quarter_turns(frame)
+    width, height = size if turns % 2 == 0 else size[::-1]
+    array = frame.reformat(width=width, height=height, format=format).to_ndarray()
+    return np.ascontiguousarray(np.rot90(array, turns)) if turns else array
 
 
 def frames_at(path: str, times: Sequence[float], skip_unused: bool = True) -> Iterator[tuple[int, "av.VideoFrame"]]:
@@ -87,7 +108,7 @@ def frames_at(path: str, times: Sequence[float], skip_unused: bool = True) -> It
                     stream.codec_context.skip_frame = "DEFAULT" if needed else "NONREF"
                     if not needed:
                         skipped.append(at)
-                for frame in packet.decode():
+                for frame in decoded(packet):
                     if frame.time is None or frame.time < target:
                         continue
                     if any(target <= t < frame.time for t in skipped):  # a skipped frame may be the one
@@ -107,6 +128,16 @@ def frames_at(path: str, times: Sequence[float], skip_unused: bool = True) -> It
                 break  # seek again: over a gap, or back to decode a time in full
             else:
                 return  # the video ended before the remaining times
+
+
+def decoded(packet: "av.Packet") -> list["av.VideoFrame"]:
+    """The frames a packet completes; none when its data does not decode."""
+    import av
+
+    try:
+        return packet.decode()
+    except av.error.InvalidDataError:
+        return []
 
 
 def batches_in_background(frames: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
@@ -150,6 +181,8 @@ def encode_jpeg(frame, quality: int) -> bytes:
     """A frame as a JPEG from ffmpeg's MJPEG encoder at `quality` (ffmpeg's -q:v scale: 2 best .. 31)."""
     import av
 
+    if quarter_turns(frame):  # encoded as shown
+        frame = av.VideoFrame.from_ndarray(picture(frame, shown_size(frame), "rgb24"), format="rgb24")
     encoder = av.CodecContext.create("mjpeg", "w")
     encoder.width, encoder.height, encoder.pix_fmt = frame.width, frame.height, "yuvj420p"
     encoder.time_base = Fraction(1, 25)

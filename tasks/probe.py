@@ -1,4 +1,7 @@
-"""Step 2, probe: read a video's streams with ffprobe and refuse, with a clear reason, what cannot be used."""
+"""Step 2, probe: read a video's streams with ffprobe and refuse, with a clear reason, what cannot be used.
+
+The width and height are those of the picture as shown: a display rotation of a quarter turn swaps them.
+"""
 from __future__ import annotations
 
 from modalink.ffmpeg_tools import FFmpegError, ffprobe_json
@@ -21,10 +24,13 @@ def probe(path: str) -> MediaInfo:
     duration = _number(data.get("format", {}).get("duration")) or _number(video.get("duration"))
     if not duration:
         raise MediaError("has no known duration")
+    width, height = int(video.get("width") or 0), int(video.get("height") or 0)
+    if _rotation(video) % 180 == 90:  # shown turned a quarter: the frames the steps see are too
+        width, height = height, width
     return MediaInfo(
         duration=duration,
-        width=int(video.get("width") or 0),
-        height=int(video.get("height") or 0),
+        width=width,
+        height=height,
         fps=_rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")),
         video_codec=str(video.get("codec_name")),
         audio_codec=str(audio.get("codec_name")),
@@ -35,6 +41,12 @@ def probe(path: str) -> MediaInfo:
 
 def _is_cover_art(stream: dict) -> bool:
     return bool(stream.get("disposition", {}).get("attached_pic"))
+
+
+def _rotation(stream: dict) -> int:
+    """Degrees the stream's display matrix turns its frames (0 without one)."""
+    turned = (item.get("rotation") for item in stream.get("side_data_list", []) if "rotation" in item)
+    return round(_number(next(turned, 0))) % 360
 
 
 def _number(value) -> float:

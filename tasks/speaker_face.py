@@ -332,7 +332,7 @@ def speaker_in_segment(segment: Segment, faces: FaceResult, grey_frames: dict[fl
 def grey_frames_for(path: str, media_info: MediaInfo, segments: Sequence[Segment],
                     options: SpeakerFaceConfig) -> tuple[list[dict[float, np.ndarray]], tuple[float, float]]:
     """Each segment's grey frames at its sample times, from one decoding pass over the chunk."""
-    from tasks.faces_decoding import frames_at, scaled_size
+    from tasks.faces_decoding import frames_at, picture, scaled_size
 
     requests = sorted((t, k) for k, s in enumerate(segments)
                       for t in sample_times(s.start, s.end, options.fps, options.max_frames))
@@ -343,7 +343,7 @@ def grey_frames_for(path: str, media_info: MediaInfo, segments: Sequence[Segment
     for wanted, frame in frames_at(path, [t for t, _ in requests]):
         t, k = requests[wanted]
         if frame is not shown:
-            shown, grey = frame, frame.reformat(width=width, height=height, format="gray").to_ndarray()
+            shown, grey = frame, picture(frame, (width, height), "gray")
         frames[k][t] = grey
     return frames, frame_scale
 
