@@ -62,13 +62,16 @@ def local_path(source: str) -> Path:
     return Path(source).expanduser()
 
 
-def safe_id(text: str, limit: int = 80) -> str:
+def safe_id(text: str, limit: int = 80, mark_changed: bool = True) -> str:
     """`text` as an id safe in file names, URLs and shells: letters, digits, `_`, `.` and `-`, not
     starting or ending with `.`, `_` or `-`, at most `limit` characters. Text that had to be changed
-    ends in 8 hex digits of its SHA-1, so distinct texts give distinct ids."""
+    ends in 8 hex digits of its SHA-1, so distinct texts give distinct ids (unless `mark_changed` is
+    False: for names whose id carries a content fingerprint anyway)."""
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-")
     if cleaned == text and 0 < len(text) <= limit:
         return text
+    if not mark_changed:
+        return (cleaned or "video")[:limit]
     digest = hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{(cleaned or 'video')[:limit - 9].rstrip('._-')}-{digest}"
 
@@ -90,7 +93,7 @@ def local_video(path: Path, source: str | None = None, link_dir: str | None = No
     """A local file as a Video. A file whose path is not UTF-8 is read through a link to it in
     `link_dir` (named by its video id): every path a step is handed is UTF-8."""
     fingerprint = file_fingerprint(path)
-    video_id = f"{safe_id(path.stem)}-{fingerprint[:8]}"
+    video_id = f"{safe_id(path.stem, mark_changed=False)}-{fingerprint[:8]}"  # the ids earlier versions gave
     return Video(
         video_id=video_id,
         source=source or portable_source(str(path)),
