@@ -21,7 +21,7 @@ from modalink import timing
 from modalink.config import Config
 from modalink.records import DROP_OVERLAP, DROP_TOO_SHORT, Video, VideoRecord
 from modalink.stages import discover, segment_stages
-from modalink.storage import StorageError, open_storage
+from modalink.storage import StorageError, no_space_left, open_storage
 from flows.plan import RunPlan, VideoOutcome, failed_video
 from flows.segments import outcome, run_stages
 from tasks.acquire import acquire_task, expand_sources_task, safe_id
@@ -159,6 +159,8 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
                                                 result_storage=plan.result_storage)
         for number, (source, future) in enumerate(zip(singles, acquired), start=1):
             video, result, error = run_video(video_flow, future, staging_dir, plan)
+            if no_space_left(error):
+                raise error  # every later write would fail too; the same command resumes the run
             if error is not None:
                 video_id = video.video_id if video else safe_id(source)
                 errors.add(f"video {video_id} ({source})", error)

@@ -7,9 +7,13 @@ files are missing. For a local dataset the staging folder is the dataset itself.
 S3 credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or any source
 boto3 reads); the endpoint from MODALINK_S3_ENDPOINT_URL or AWS_ENDPOINT_URL (unset: AWS). They are
 never printed or logged.
+
+A full disk stops the run: every later write would fail too. `no_space_left` finds that error
+behind any other, and `no_space_message` says it in one line.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -23,6 +27,29 @@ from urllib.parse import urlparse
 
 class StorageError(RuntimeError):
     """The dataset storage cannot be used: the message says why, without secrets."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, a spent quota
+
+
+def no_space_left(error: BaseException | None) -> OSError | None:
+    """The "no space left on device" error that `error` is or was raised from (its cause or context), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def no_space_message(error: OSError, staging: Path) -> str:
+    """One line: the folder that is full (the staging folder, unless the file was elsewhere) and what to do."""
+    folder = Path(staging).resolve()
+    if error.filename and folder not in Path(error.filename).resolve().parents:
+        folder = Path(error.filename).resolve().parent
+    return (f"no space left on device in {folder}: free some space there (or use a larger folder) and run the same "
+            "command again to finish the dataset; the finished steps are kept")
 
 
 class DatasetStorage(ABC):

@@ -6,8 +6,10 @@ download archive makes a video already downloaded a no-op. Local files are read 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -125,6 +127,8 @@ def download(url: str, config: AcquireConfig, download_dir: str) -> Video:
             info = ydl.sanitize_info(info)
     except yt_dlp.utils.DownloadError as exc:
         message = _ytdlp_message(exc)
+        if os.strerror(errno.ENOSPC) in message:  # a full disk stops the run (modalink.storage.no_space_left)
+            raise OSError(errno.ENOSPC, f"download of {url}: {message}", str(folder)) from None
         if "Unsupported URL" in message or "HTTP Error 404" in message:
             raise SourceError(f"cannot download {url}: {message}") from None
         raise RuntimeError(f"download of {url} failed: {message}") from None  # transient: retried

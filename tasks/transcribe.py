@@ -72,6 +72,10 @@ class GoogleBackend(AsrBackend):
             return Heard("")
         except sr.RequestError as exc:
             raise TranscriptionError(f"google speech API: {exc}") from None
+        except TimeoutError:  # waiting for the answer (SpeechRecognition turns only URL errors into RequestError)
+            raise TranscriptionError(f"google speech API: no answer within {options.timeout_s:g} s") from None
+        except OSError as exc:  # the connection broke while the answer was read
+            raise TranscriptionError(f"google speech API: {exc}") from None
 
 
 _whisper_models: dict[tuple[str, str, int], object] = {}

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import http.server
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -113,21 +115,25 @@ def media_server(media, tmp_path_factory):
 class FakeGoogleSpeech:
     """A local stand-in for the Google Speech API v2: answers like Google, or fails on purpose.
 
-    `failures` requests are answered 503 before it answers; `always_fail` answers 500 forever.
-    Every request is recorded (query, content type, body size, whether the body is FLAC).
+    `failures` requests are answered 503 before it answers; `always_fail` answers 500 forever;
+    `hangs` requests get no answer for `hang_s` seconds, then the connection is closed (a service
+    that hangs past the client's timeout). Every request is recorded (query, content type, body
+    size, whether the body is FLAC, the body's SHA-256).
     """
 
     def __init__(self):
         self.requests: list[dict] = []
-        self.failures = 0
+        self.failures = self.hangs = 0
+        self.hang_s = 0.0
         self.always_fail = False
         self.transcript = "مرحبا بكم"
         self.server, base = serve(self._handler())
         self.endpoint = f"{base}/speech-api/v2/recognize"
 
-    def reset(self, failures=0, always_fail=False, transcript="مرحبا بكم"):
+    def reset(self, failures=0, always_fail=False, transcript="مرحبا بكم", hangs=0, hang_s=3.0):
         self.requests.clear()
         self.failures, self.always_fail, self.transcript = failures, always_fail, transcript
+        self.hangs, self.hang_s = hangs, hang_s
 
     def _handler(self):
         fake = self
@@ -142,7 +148,13 @@ class FakeGoogleSpeech:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 fake.requests.append({"query": parse_qs(urlparse(self.path).query),
                                       "content_type": self.headers.get("Content-Type"),
-                                      "flac": body[:4] == b"fLaC", "bytes": len(body)})
+                                      "flac": body[:4] == b"fLaC", "bytes": len(body),
+                                      "sha256": hashlib.sha256(body).hexdigest()})
+                if fake.hangs > 0:
+                    fake.hangs -= 1
+                    time.sleep(fake.hang_s)
+                    self.close_connection = True
+                    return
                 if fake.always_fail or fake.failures > 0:
                     fake.failures -= 1
                     self.send_response(500 if fake.always_fail else 503)

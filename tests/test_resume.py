@@ -21,11 +21,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
+from dataset_files import MEDIA_FIELDS, differences, manifest_records, missing_media, published_files, stray_files
 
 SEED = int(os.environ.get("MODALINK_KILL_SEED", "19"))
 LOCAL_CLIPS, URL_CLIP = ("av_grid_bbaf2n.mpg", "av_grid_lwbsza.mpg"), "av_grid_swiz3n.mpg"
-RUN_SPECIFIC = ("run_summary.json", "runs/", ".modalink/")  # times, cache keys and working files
-MEDIA_FIELDS = ("video_clip", "audio_clip", "frame")
 
 
 @dataclass(frozen=True)
@@ -56,36 +55,11 @@ def publishing(out: Path) -> bool:
     return (out / "videos.jsonl").exists()
 
 
-def stray_files(out: Path) -> list[str]:
-    """Half-written files and build folders that a killed run left and the next run did not clear."""
-    found = []
-    for path in out.rglob("*"):
-        name = path.name
-        if ".partial" in name or name.endswith((".part", ".ytdl", ".tmp")) or path.parent.name == "exports":
-            found.append(path.relative_to(out).as_posix())
-    return sorted(found)
-
-
-def published_files(out: Path) -> dict[str, bytes]:
-    """Every file of the dataset but the run's own (its summary, cache, working files), and the
-    download's info.json (yt-dlp writes the time of the download into it) and the exports' stamps
-    (they hold the media files' times)."""
-    files = {}
-    for path in sorted(out.rglob("*")):
-        key = path.relative_to(out).as_posix()
-        if path.is_file() and not key.startswith(RUN_SPECIFIC) and not key.endswith((".info.json", ".modalink-stamp.json")):
-            files[key] = path.read_bytes()
-    return files
-
-
 def check_nothing_half_published(out: Path) -> None:
     """A manifest, if there is one, names only files that are there."""
     manifest = out / "manifest.jsonl"
-    if manifest.exists():
-        for line in manifest.read_text().splitlines():
-            record = json.loads(line)
-            missing = [record[f] for f in MEDIA_FIELDS if not (out / record[f]).is_file()]
-            assert not missing, f"the manifest names missing files {missing}"
+    records = manifest_records(manifest.read_text() if manifest.exists() else None)
+    assert not missing_media(records, lambda key: (out / key).is_file())
 
 
 @pytest.fixture(scope="module")
@@ -102,16 +76,18 @@ def sources(media, media_server):
 def reference(environment, sources, tmp_path_factory):
     """The uninterrupted run's dataset, and the seconds from its first download file to its manifest."""
     out = tmp_path_factory.mktemp("uninterrupted")
-    run = subprocess.Popen(build_command(sources, out), env=environment, cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    first_download = None
-    while run.poll() is None and not (out / "manifest.jsonl").exists():
-        if first_download is None and download_begun(out):
-            first_download = time.monotonic()
-        time.sleep(0.01)
-    published = time.monotonic()
-    _, err = run.communicate(timeout=600)
-    assert run.returncode == 0, err[-3000:]
+    log = out.parent / f"{out.name}.log"
+    with log.open("w") as stderr:
+        run = subprocess.Popen(build_command(sources, out), env=environment, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=stderr)
+        first_download = None
+        while run.poll() is None and not (out / "manifest.jsonl").exists():
+            if first_download is None and download_begun(out):
+                first_download = time.monotonic()
+            time.sleep(0.01)
+        published = time.monotonic()
+        run.wait(timeout=600)
+    assert run.returncode == 0, log.read_text()[-3000:]
     assert first_download is not None, "the reference run downloaded nothing"
     return out, published - first_download
 
@@ -138,7 +114,7 @@ def kill_at(point: KillPoint, span: float, command: list[str], environment: dict
 def test_a_run_killed_at_seeded_moments_resumes_to_the_same_dataset(environment, sources, reference, tmp_path):
     uninterrupted, span = reference
     expected = published_files(uninterrupted)
-    records = [json.loads(line) for line in (uninterrupted / "manifest.jsonl").read_text().splitlines()]
+    records = manifest_records((uninterrupted / "manifest.jsonl").read_text())
     assert len(records) == 3 and all(f"{r[f]}" in expected for r in records for f in MEDIA_FIELDS)
     for number, point in enumerate(kill_points(SEED)):
         where = f"seed {SEED}, kill {number} ({point.name})"
@@ -149,12 +125,9 @@ def test_a_run_killed_at_seeded_moments_resumes_to_the_same_dataset(environment,
 
         again = subprocess.run(command, env=environment, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert again.returncode == 0, f"{where}: {again.stderr[-3000:]}"
-        resumed = published_files(out)
-        assert sorted(resumed) == sorted(expected), where
-        different = [key for key in expected if resumed[key] != expected[key]]
-        assert not different, f"{where}: {different} differ from the uninterrupted run's"
+        assert differences(out, expected) == [], f"{where}: these differ from the uninterrupted run's"
         assert stray_files(out) == [], where
-        segment_ids = [json.loads(line)["segment_id"] for line in (out / "manifest.jsonl").read_text().splitlines()]
+        segment_ids = [r["segment_id"] for r in manifest_records((out / "manifest.jsonl").read_text())]
         assert len(segment_ids) == len(set(segment_ids)) == 3, where
         check = subprocess.run([sys.executable, "-m", "modalink.cli", "validate", str(out)], cwd=ROOT,
                                capture_output=True, text=True)
