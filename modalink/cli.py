@@ -120,16 +120,19 @@ def quiet_logging(verbose: bool) -> None:
 
 
 class ExpectedFaults(logging.Filter):
-    """On the terminal, a log line about an expected fault (a full disk) keeps its message and loses
-    its traceback; errors.log and the Prefect server keep the whole record."""
+    """On the terminal, a log line about an expected fault (a full disk, an S3 server that does not
+    answer) keeps its message, with the fault's, and loses its traceback; the Prefect server keeps
+    the whole record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from modalink.storage import no_space_left
+        from modalink.storage import no_space_left, storage_unreachable
 
         error = record.exc_info[1] if record.exc_info else None
-        if error is not None and (fault := no_space_left(error)) is not None:
+        fault = error is not None and (no_space_left(error) or storage_unreachable(error))
+        if fault:
             message = record.getMessage()
-            record.msg, record.args = message if str(fault.strerror) in message else f"{message} ({fault})", None
+            said = str(fault) in message or repr(fault) in message
+            record.msg, record.args = message if said else f"{message}: {fault}", None
             record.exc_info = record.exc_text = None
         return True
 

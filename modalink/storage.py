@@ -9,7 +9,8 @@ boto3 reads); the endpoint from MODALINK_S3_ENDPOINT_URL or AWS_ENDPOINT_URL (un
 never printed or logged.
 
 A full disk stops the run: every later write would fail too. `no_space_left` finds that error
-behind any other, and `no_space_message` says it in one line.
+behind any other, and `no_space_message` says it in one line; `storage_unreachable` finds an S3
+request that got no answer, which the steps' retries and the next run ride out.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import errno
 import hashlib
 import os
 import shutil
+import sys
 import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -38,6 +40,22 @@ def no_space_left(error: BaseException | None) -> OSError | None:
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def storage_unreachable(error: BaseException | None) -> BaseException | None:
+    """The error of an S3 request that got no answer (the server down or out of reach) that `error`
+    is or was raised from, or None."""
+    if "botocore" not in sys.modules:
+        return None
+    from botocore.exceptions import ConnectionError as NoConnection, HTTPClientError
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (NoConnection, HTTPClientError)):
             return error
         error = error.__cause__ or error.__context__
     return None
