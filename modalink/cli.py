@@ -128,8 +128,8 @@ class ExpectedFaults(logging.Filter):
         from modalink.storage import no_space_left, storage_unreachable
 
         error = record.exc_info[1] if record.exc_info else None
-        fault = error is not None and (no_space_left(error) or storage_unreachable(error))
-        if fault:
+        fault = no_space_left(error) or storage_unreachable(error)
+        if fault is not None:
             message = record.getMessage()
             said = str(fault) in message or repr(fault) in message
             record.msg, record.args = message if said else f"{message}: {fault}", None

@@ -34,15 +34,21 @@ class StorageError(RuntimeError):
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, a spent quota
 
 
-def no_space_left(error: BaseException | None) -> OSError | None:
-    """The "no space left on device" error that `error` is or was raised from (its cause or context), or None."""
+def raised_from(error: BaseException | None, is_wanted) -> BaseException | None:
+    """`error`, or the first exception it was raised from (its cause or context), for which
+    `is_wanted` is true; None when there is none."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in NO_SPACE:
+        if is_wanted(error):
             return error
         error = error.__cause__ or error.__context__
     return None
+
+
+def no_space_left(error: BaseException | None) -> OSError | None:
+    """The "no space left on device" error that `error` is or was raised from, or None."""
+    return raised_from(error, lambda e: isinstance(e, OSError) and e.errno in NO_SPACE)
 
 
 def storage_unreachable(error: BaseException | None) -> BaseException | None:
@@ -52,13 +58,7 @@ def storage_unreachable(error: BaseException | None) -> BaseException | None:
         return None
     from botocore.exceptions import ConnectionError as NoConnection, HTTPClientError
 
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, (NoConnection, HTTPClientError)):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
+    return raised_from(error, lambda e: isinstance(e, (NoConnection, HTTPClientError)))
 
 
 def no_space_message(error: OSError, staging: Path) -> str:

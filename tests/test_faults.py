@@ -13,6 +13,9 @@ import pytest
 
 from flows.build import build_dataset
 from modalink.cli import main
+from modalink.config import AcquireConfig
+from modalink.storage import no_space_left
+from tasks.acquire import download
 
 from conftest import GRID_CLIPS, ROOT
 from dataset_files import differences, manifest_records, missing_media, published_files, stray_files
@@ -166,6 +169,19 @@ def test_full_staging_disk_under_an_s3_dataset(prefect_server, s3, media, refere
     small_disk.resize("64m")
     assert main(build_args(media, f"s3://{BUCKET}/{prefix}")) == 0
     assert same_as_reference(bucket_files(client, prefix), reference) == []
+
+
+def test_a_download_onto_a_full_disk_is_no_space_and_resumes(media, media_server, small_disk):
+    """yt-dlp's write error is the full disk's (not a failed download, retried, then a failed video);
+    with room again the download resumes from its .part file to the served bytes."""
+    small_disk.mount("200k")
+    url, folder = f"{media_server.url}/av_grid_swiz3n.mpg", str(small_disk.path / "downloads")
+    with pytest.raises(OSError) as raised:
+        download(url, AcquireConfig(), folder)
+    assert no_space_left(raised.value) is raised.value
+    small_disk.resize("4m")
+    video = download(url, AcquireConfig(), folder)
+    assert Path(video.path).read_bytes() == (media / "av_grid_swiz3n.mpg").read_bytes()
 
 
 def google_config(server, **asr) -> dict:
