@@ -110,8 +110,9 @@ class SmallDisk:
         path.mkdir()
 
     def mount(self, size: str, *options: str) -> None:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([*options, f"size={size}"]), "tmpfs", str(self.path)],
-                       check=True, capture_output=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join([*options, f"size={size}"]), "tmpfs",
+                               str(self.path)], capture_output=True, text=True)
+        assert done.returncode == 0, f"mount -t tmpfs {self.path} failed: {done.stderr.strip()}"
 
     def resize(self, size: str) -> None:
         self.mount(size, "remount")
