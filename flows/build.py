@@ -26,7 +26,7 @@ from modalink.records import DROP_OVERLAP, DROP_TOO_SHORT, Video, VideoRecord
 from modalink.result_storage import FinishedVideos, result_storage_for
 from modalink.shared_media import SharedMedia, check_shareable, share_soundtrack, share_source
 from modalink.stages import discover, segment_stages
-from modalink.storage import DatasetStorage, StorageError, open_storage
+from modalink.storage import DatasetStorage, StorageError, no_space_left, open_storage
 from flows.fan_out import fan_out
 from flows.plan import RunPlan, VideoOutcome, failed_video
 from flows.segments import outcome, run_stages
@@ -224,6 +224,8 @@ def build_dataset(sources: list[str], out: str, config: dict[str, Any] | None = 
                                                     result_storage=plan.result_storage)
             done = videos_in_parallel(video_flow, singles, acquired, out, plan)
         for number, (source, video, result, error) in enumerate(done, start=1):
+            if no_space_left(error):
+                raise error  # every later write would fail too; the same command resumes the run
             if error is not None:
                 video_id = video.video_id if video else safe_id(source)
                 errors.add(f"video {video_id} ({source})", error)

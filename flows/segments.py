@@ -6,7 +6,7 @@ with the futures of the stages it needs, so they run as soon as those are done. 
 `Drop(reason)` drops the segment under that reason; a stage that still fails after its retries
 either gives a flagged result (`failed_result`) or drops the segment as `error`, and the error is
 logged with where it happened; the stages that need a flagged result run again on it. Nothing else
-drops a segment.
+drops a segment. A full disk is no stage's failure: it stops the video, and the run.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from modalink.progress import Progress
 from modalink.records import DROP_ERROR, MediaInfo, Segment, SegmentRecord, Video
 from modalink.shared_media import SharedMedia
 from modalink.stages import Drop, SegmentInput, SegmentStage
+from modalink.storage import no_space_left
 from tasks.base import stage_task
 from tasks.publish import ErrorLog
 
@@ -68,7 +69,10 @@ class StageRun:
                                              needed or {})
 
     def failed(self, stage: SegmentStage, where: str, error: BaseException, count: int = 1) -> Any | None:
-        """Log a stage that still failed; its flagged result, or None after counting the drops."""
+        """Log a stage that still failed; its flagged result, or None after counting the drops. A full
+        disk is raised again: it stops the run."""
+        if no_space_left(error):
+            raise error
         retries, _ = stage.retries(self.cfg)
         self.errors.add(f"{where}: {stage.name} failed after {retries} retries", error)
         flagged = stage.failed_result(error, self.options[stage.name])

@@ -1,7 +1,8 @@
 """`modalink build SOURCE... --out DIR`, `modalink validate DIR` and `modalink stages`.
 
 Exit codes: 0 all videos processed, 3 finished but some videos failed (see videos.jsonl and
-errors.log), 2 bad input (one line on stderr, no traceback), 1 the run itself crashed.
+errors.log), 2 bad input (one line on stderr, no traceback), 1 the run itself crashed (the storage
+stopped answering or a disk is full: one line too).
 """
 from __future__ import annotations
 
@@ -121,6 +122,30 @@ def quiet_logging(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
+class ExpectedFaults(logging.Filter):
+    """On the terminal, a log line about an expected fault (a full disk, an S3 server that does not
+    answer) keeps its message, with the fault's, and loses its traceback; the Prefect server keeps
+    the whole record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from modalink.storage import no_space_left, storage_unreachable
+
+        error = record.exc_info[1] if record.exc_info else None
+        fault = no_space_left(error) or storage_unreachable(error)
+        if fault is not None:
+            message = record.getMessage()
+            said = str(fault) in message or repr(fault) in message
+            record.msg, record.args = message if said else f"{message}: {fault}", None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def terminal_without_fault_tracebacks() -> None:
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ExpectedFaults) for f in handler.filters):
+            handler.addFilter(ExpectedFaults())
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     videos, segments = summary["videos"], summary["segments"]
     dropped = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in segments["dropped"].items()) or "none"
@@ -176,6 +201,7 @@ def run_build(args: argparse.Namespace, server: TemporaryServer | None) -> int:
         # starting server leaves idle (BENCHMARKS.md). Not on a re-run: one that is all cached would
         # wait for that import to finish before it exits.
         preload_step_libraries(config)
+    terminal_without_fault_tracebacks()  # Prefect's handlers are in place once it is imported
     with server.serving() if server else nullcontext():
         summary = build_dataset(sources=sources, out=out, config=config.to_dict())
     print_summary(summary)
@@ -293,6 +319,14 @@ def run_annotate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
 
+def staging_folder(args: argparse.Namespace) -> Path:
+    """Where the command writes: the staging folder of the dataset it builds or changes."""
+    from modalink.storage import open_storage
+
+    dataset = getattr(args, "out" if args.command == "build" else "dataset", None) or "."
+    return open_storage(dataset if "://" in dataset else str(Path(dataset).expanduser())).staging_dir()
+
+
 def interrupt(signum: int, frame: Any) -> None:
     """SIGTERM ends a run the way Ctrl-C does: the temporary server is stopped, and the same command
     resumes the run."""
@@ -304,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
 
     offline_defaults()  # before Prefect is imported
     from modalink.config import ConfigError
-    from modalink.storage import StorageError
+    from modalink.storage import StorageError, no_space_left, no_space_message
 
     args = build_parser().parse_args(argv)
     previous_sigterm = signal.signal(signal.SIGTERM, interrupt)  # `kill` or a CI timeout: as Ctrl-C
@@ -322,8 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ConfigError) as exc:
         print(f"modalink: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except StorageError as exc:  # the storage failed during the run, after retries
-        print(f"modalink: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # the storage failed during the run, after retries, or a disk is full
+        full = no_space_left(exc)
+        if full is None and not isinstance(exc, StorageError):
+            raise
+        print(f"modalink: error: {no_space_message(full, staging_folder(args)) if full else exc}", file=sys.stderr)
         return EXIT_CRASH
     except KeyboardInterrupt:
         print("modalink: interrupted; run the same command again to resume", file=sys.stderr)

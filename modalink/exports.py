@@ -7,9 +7,10 @@ to do still rewrites a missing or stale export. Exporters register themselves wi
 `order`: manifest.jsonl last, since a reader takes it as the sign that everything it names is there.
 
 Text exporters implement `render`. Exporters of binary files (tar shards, Parquet) subclass
-`BuiltExporter`: they build their files in a temporary folder and keep a stamp beside them, the
-digest of everything they were built from (records, labels, splits, options, the media files' sizes
-and times), which `is_current` compares. Their options are the `[export]` config section.
+`BuiltExporter`: they build their files in a temporary folder (the next build removes one that a
+killed run left) and keep a stamp beside them, the digest of everything they were built from
+(records, labels, splits, options, the media files' sizes and times), which `is_current` compares.
+Their options are the `[export]` config section.
 """
 from __future__ import annotations
 
@@ -177,7 +178,11 @@ class BuiltExporter(Exporter):
     def write(self, storage: DatasetStorage, records: DatasetRecords) -> None:
         if not self.enabled(records):
             return
-        work = storage.staging_dir() / ".modalink" / "exports" / f"{self.folder.replace('/', '_')}-{uuid.uuid4().hex[:8]}"
+        builds = storage.staging_dir() / ".modalink" / "exports"
+        name = self.folder.replace("/", "_")
+        for left in builds.glob(f"{name}-*"):  # the build folder of a run that was killed
+            shutil.rmtree(left, ignore_errors=True)
+        work = builds / f"{name}-{uuid.uuid4().hex[:8]}"
         work.mkdir(parents=True)
         try:
             self.build(storage, records, work)

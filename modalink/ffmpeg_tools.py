@@ -1,6 +1,7 @@
 """Where the ffmpeg and ffprobe binaries are, and how to run them (argument lists, never a shell)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -50,7 +51,8 @@ def find_binary(name: str) -> str:
 
 
 def ffmpeg(*args: str, input_bytes: bytes | None = None, capture: bool = False) -> bytes:
-    """Run ffmpeg quietly; returns stdout when `capture`. Raises FFmpegError with stderr on failure."""
+    """Run ffmpeg quietly; returns stdout when `capture`. Raises FFmpegError with stderr on failure,
+    OSError (ENOSPC) when it failed because the disk is full."""
     command = [find_binary("ffmpeg"), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
     return _run(command, input_bytes, capture)
 
@@ -72,6 +74,9 @@ def _run(command: list[str], input_bytes: bytes | None, capture: bool) -> bytes:
     )
     if proc.returncode < 0:
         raise FFmpegKilled(f"{Path(command[0]).name} was killed by signal {-proc.returncode}")
+    if proc.returncode != 0 and os.strerror(errno.ENOSPC).encode() in (proc.stderr or b""):
+        # a full disk, not a bad input: an OSError as Python's own writes raise it, so the run stops
+        raise OSError(errno.ENOSPC, f"{Path(command[0]).name} could not write its output: {os.strerror(errno.ENOSPC)}")
     if proc.returncode != 0:
         reason = complaint(proc.stderr, command[1:])
         raise FFmpegError(f"{Path(command[0]).name} failed (exit {proc.returncode}): {reason}", reason)

@@ -7,12 +7,18 @@ files are missing. For a local dataset the staging folder is the dataset itself.
 S3 credentials come from the environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or any source
 boto3 reads); the endpoint from MODALINK_S3_ENDPOINT_URL or AWS_ENDPOINT_URL (unset: AWS). They are
 never printed or logged: every StorageError message goes through `modalink.secrets.redact`.
+
+A full disk stops the run: every later write would fail too. `no_space_left` finds that error
+behind any other, and `no_space_message` says it in one line; `storage_unreachable` finds an S3
+request that got no answer, which the steps' retries and the next run ride out.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
+import sys
 import uuid
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
@@ -28,6 +34,45 @@ class StorageError(RuntimeError):
 
     def __init__(self, message: str):
         super().__init__(redact(message))
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, a spent quota
+
+
+def raised_from(error: BaseException | None, is_wanted) -> BaseException | None:
+    """`error`, or the first exception it was raised from (its cause or context), for which
+    `is_wanted` is true; None when there is none."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if is_wanted(error):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def no_space_left(error: BaseException | None) -> OSError | None:
+    """The "no space left on device" error that `error` is or was raised from, or None."""
+    return raised_from(error, lambda e: isinstance(e, OSError) and e.errno in NO_SPACE)
+
+
+def storage_unreachable(error: BaseException | None) -> BaseException | None:
+    """The error of an S3 request that got no answer (the server down or out of reach) that `error`
+    is or was raised from, or None."""
+    if "botocore" not in sys.modules:
+        return None
+    from botocore.exceptions import ConnectionError as NoConnection, HTTPClientError
+
+    return raised_from(error, lambda e: isinstance(e, (NoConnection, HTTPClientError)))
+
+
+def no_space_message(error: OSError, staging: Path) -> str:
+    """One line: the folder that is full (the staging folder, unless the file was elsewhere) and what to do."""
+    folder = Path(staging).resolve()
+    if error.filename and folder not in Path(error.filename).resolve().parents:
+        folder = Path(error.filename).resolve().parent
+    return (f"no space left on device in {folder}: free some space there (or use a larger folder) and run the same "
+            "command again to finish the dataset; the finished steps are kept")
 
 
 class DatasetStorage(ABC):

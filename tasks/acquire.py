@@ -7,6 +7,7 @@ that is not UTF-8 travels as its file:// URI and is read through a link in the d
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -184,6 +185,8 @@ def download(url: str, config: AcquireConfig, download_dir: str) -> Video:
             named = Path(ydl.prepare_filename(info))  # as the template names it: sanitized, trimmed
     except yt_dlp.utils.DownloadError as exc:
         message = _ytdlp_message(exc)
+        if os.strerror(errno.ENOSPC) in message:  # a full disk stops the run (modalink.storage.no_space_left)
+            raise OSError(errno.ENOSPC, f"download of {url}: {message}", str(folder)) from None
         if "Unsupported URL" in message or "HTTP Error 404" in message:
             raise SourceError(f"cannot download {url}: {message}") from None
         raise RuntimeError(f"download of {url} failed: {message}") from None  # transient: retried

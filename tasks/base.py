@@ -25,15 +25,17 @@ class MediaError(Exception):
 
 
 def retry_unless_permanent(task, task_run, state) -> bool:  # noqa: ARG001 - Prefect's signature
-    """Prefect retry condition: transient failures are retried, a bad source or bad config is not."""
+    """Prefect retry condition: transient failures are retried; a bad source, a bad config or a full
+    disk is not."""
     from modalink.config import ConfigError
+    from modalink.storage import no_space_left
 
     try:
         state.result()
     except (MediaError, ConfigError):
         return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
+    except Exception as exc:  # noqa: BLE001 - anything else may be transient
+        return no_space_left(exc) is None
     return True
 
 

@@ -93,7 +93,11 @@ class GoogleBackend(AsrBackend):
                                                      endpoint=options.endpoint))
         except sr.UnknownValueError:
             return Heard("")
-        except Exception as exc:  # noqa: BLE001 - a refused key, the network, the service: retried, then flagged
+        except sr.RequestError as exc:
+            raise TranscriptionError(f"google speech API: {redact(exc)}") from None
+        except TimeoutError:  # waiting for the answer (SpeechRecognition turns only URL errors into RequestError)
+            raise TranscriptionError(f"google speech API: no answer within {options.timeout_s:g} s") from None
+        except Exception as exc:  # noqa: BLE001 - a refused key, a broken connection, the service: retried, then flagged
             raise TranscriptionError(f"google speech API: {redact(exc)}") from None
 
 

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import http.server
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -115,22 +117,24 @@ class FakeGoogleSpeech:
 
     `failures` requests are answered 503 before it answers; `always_fail` answers 500 forever;
     `forbidden` answers 403 with the request's path and query (the key too) in its reason phrase,
-    as some gateways do. Every request is recorded (query, content type, body size, whether the
-    body is FLAC).
+    as some gateways do; `hangs` requests get no answer for `hang_s` seconds, then the connection
+    is closed (a service that hangs past the client's timeout). Every request is recorded (query,
+    content type, body size, whether the body is FLAC, the body's SHA-256).
     """
 
     def __init__(self):
         self.requests: list[dict] = []
-        self.failures = 0
+        self.failures = self.hangs = 0
+        self.hang_s = 0.0
         self.always_fail = self.forbidden = False
         self.transcript = "مرحبا بكم"
         self.server, base = serve(self._handler())
         self.endpoint = f"{base}/speech-api/v2/recognize"
 
-    def reset(self, failures=0, always_fail=False, transcript="مرحبا بكم", forbidden=False):
+    def reset(self, failures=0, always_fail=False, transcript="مرحبا بكم", forbidden=False, hangs=0, hang_s=3.0):
         self.requests.clear()
         self.failures, self.always_fail, self.transcript = failures, always_fail, transcript
-        self.forbidden = forbidden
+        self.forbidden, self.hangs, self.hang_s = forbidden, hangs, hang_s
 
     def _handler(self):
         fake = self
@@ -145,10 +149,16 @@ class FakeGoogleSpeech:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 fake.requests.append({"query": parse_qs(urlparse(self.path).query),
                                       "content_type": self.headers.get("Content-Type"),
-                                      "flac": body[:4] == b"fLaC", "bytes": len(body)})
+                                      "flac": body[:4] == b"fLaC", "bytes": len(body),
+                                      "sha256": hashlib.sha256(body).hexdigest()})
                 if fake.forbidden:
                     self.send_response(403, f"Forbidden: API key not valid for {self.path}")
                     self.end_headers()
+                    return
+                if fake.hangs > 0:
+                    fake.hangs -= 1
+                    time.sleep(fake.hang_s)
+                    self.close_connection = True
                     return
                 if fake.always_fail or fake.failures > 0:
                     fake.failures -= 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import GRID_CLIPS, ROOT
-from test_s3 import ACCESS, BUCKET, SECRET, SeaweedServer, free_ports, s3_client
+from s3_server import ACCESS, BUCKET, SECRET, SeaweedServer, free_ports, s3_client
 
 SOURCES = [*GRID_CLIPS, "noface_speech_autoeditor_example.mp4"]
 ASR = ["--asr", "whisper", "--asr-model", "tiny.en", "--language", "en-US"]

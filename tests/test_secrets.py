@@ -19,7 +19,7 @@ from tasks.audio import extract_audio
 from tasks.transcribe import GoogleBackend, TranscriptionError, failed_transcript, transcribe
 
 from conftest import ROOT
-from test_s3 import BUCKET, SeaweedServer, s3_client
+from s3_server import BUCKET, SeaweedServer, s3_client
 
 GOOGLE_KEY = "AIzaFake-google-key+4f7a2c9e/x"  # "+" and "/" change in a URL query: both forms are looked for
 BLOCK_KEY = "AIzaFake-block-key-81d3b6f0"
