@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from cdp import free_port
+from cdp import free_port, stop_process
 
 VERSION = "1.23.2"
 ADMIN = ("admin@modalink.test", "admin-pass-1", "modalink-admin-token-0001")
@@ -135,12 +135,7 @@ class LabelStudio:
         return self.api("GET", f"/api/projects/{project}/exports/{snapshot['id']}/download?exportType=JSON").json()
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def version_of(command: Path) -> str | None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cdp import stop_process
+
 ACCESS, SECRET, BUCKET = "modalinktest", "modalink-test-secret", "modalink-datasets"
 PORT_FLAGS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
               "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc", "webdav.port", "debug.port",
@@ -75,9 +77,4 @@ class SeaweedServer:
 
     def stop(self):
         if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
