@@ -167,12 +167,21 @@ def run_video(video_flow, acquired: PrefectFuture, out: str, plan: RunPlan):
 def videos_in_parallel(video_flow, singles: list[str], acquired: list[PrefectFuture], out: str,
                        plan: RunPlan) -> Iterator[tuple]:
     """(source, video, outcome, error) for each source, `run.parallel_videos` at once (subflows on
-    threads), in order."""
-    with ThreadPoolExecutor(plan.cfg.run.videos_at_once(), thread_name_prefix="modalink-video") as pool:
+    threads), in order. One at a time, they run on this thread, where a Ctrl-C reaches the video
+    under way and Prefect records it as crashed; in parallel, a Ctrl-C cancels the videos not
+    started and leaves those under way to the next run."""
+    if plan.cfg.run.videos_at_once() == 1:
+        for source, future in zip(singles, acquired):
+            yield source, *run_video(video_flow, future, out, plan)
+        return
+    pool = ThreadPoolExecutor(plan.cfg.run.videos_at_once(), thread_name_prefix="modalink-video")
+    try:
         runs = [pool.submit(contextvars.copy_context().run, run_video, video_flow, future, out, plan)
                 for future in acquired]
         for source, run in zip(singles, runs):
             yield source, *run.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def videos_fanned_out(singles: list[str], acquired: list[PrefectFuture], out: str, storage: DatasetStorage,
