@@ -255,9 +255,10 @@ def split_span(video_id: str, wav_path: str, i: int, span: Span, config: Speaker
     for start, end in parts:
         samples, rate = read_samples(wav_path, Span(start, end))
         cuts = [round(start + c, 3) for c in speaker_change_cuts(samples, rate, config)]
-        pieces.extend(zip([start, *cuts], [*cuts, end]))
-    for j, (start, end) in enumerate(pieces):
-        piece = Segment(video_id, i, j, start, end)
+        turns_of = (start, end) if cuts else None
+        pieces.extend((a, b, turns_of) for a, b in zip([start, *cuts], [*cuts, end]))
+    for j, (start, end, turns_of) in enumerate(pieces):
+        piece = Segment(video_id, i, j, start, end, turns_of=turns_of)
         if config.overlap == "flag" and (seconds := overlap.overlapped_seconds(start, end, found)) > 0:
             piece, overlapped = replace(piece, overlap_s=seconds), overlapped + 1
         segments.append(piece)
