@@ -224,7 +224,8 @@ class ClipConfig(Section):
 class WhisperOptions(Section):
     compute_type: str = "int8"
     beam_size: int = 5
-    threads: int = runtime(0)  # 0: one per usable CPU core
+    turns_together: bool = True  # pieces cut at speaker turns: heard in one decoding of their speech (False: each clip alone)
+    threads: int = runtime(1)  # CTranslate2 threads per call (0: one per usable CPU core)
 
     def problems(self) -> list[str]:
         return [message for ok, message in [

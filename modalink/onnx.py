@@ -1,4 +1,7 @@
-"""ONNX models on onnxruntime's CPU provider, each loaded once per process and thread count."""
+"""ONNX models on onnxruntime's CPU provider, each loaded once per process and thread count.
+
+The sessions run without onnxruntime's memory arena: with it, each session keeps the largest working
+memory it ever needed for the rest of the process, beside the models that run after it."""
 from __future__ import annotations
 
 import threading
@@ -21,6 +24,7 @@ def onnx_session(path: Path, threads: int = 1, what: str = "model"):
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+            options.enable_cpu_mem_arena = False
             try:
                 _sessions[key] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             except Exception as exc:  # noqa: BLE001 - a missing or damaged model file

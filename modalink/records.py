@@ -68,6 +68,8 @@ class Segment:
     start: float
     end: float
     overlap_s: float = 0.0  # seconds of overlapped speech inside (speakers.overlap = flag)
+    turns_of: tuple[float, float] | None = None  # the speech (start, end) cut at speaker turns into this and
+    # its sibling pieces; None when the piece is all of it (the transcription stage hears the whole of it once)
 
     @property
     def name(self) -> str:

@@ -173,6 +173,18 @@ def one_blas_thread() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
+def release_free_heap() -> None:
+    """Give the heap memory that this process has freed back to the system (glibc's `malloc_trim`; each
+    thread that allocated keeps its own heap otherwise). A no-op without glibc."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def load_in_background(*loaders: Callable[[], object]) -> threading.Thread:
     """Call `loaders` one after the other on a thread of its own: libraries and models that the first
     segments would otherwise wait for load while the soundtrack is extracted. A loader that fails is

@@ -100,12 +100,12 @@ def prepare_face(rgb: np.ndarray, box: FaceBox) -> np.ndarray:
     cx, cy = box.x + box.w / 2, box.y + box.h / 2
     x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
     size = int(round(side))
-    gray = rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
     crop = np.zeros((size, size), dtype=np.float32)
-    h, w = gray.shape
+    h, w = rgb.shape[:2]
     sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + size), min(h, y0 + size)
     if sx1 > sx0 and sy1 > sy0:
-        crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = gray[sy0:sy1, sx0:sx1]
+        part = rgb[sy0:sy1, sx0:sx1]  # only the face's pixels are converted to grey
+        crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = part[..., 0] * 0.299 + part[..., 1] * 0.587 + part[..., 2] * 0.114
     face = cv2.resize(np.round(crop).astype(np.uint8), (INPUT_SIZE, INPUT_SIZE))
     return (face.astype(np.float32) / 255.0 - 0.5) * 2.0
 

@@ -3,10 +3,11 @@
 `frames_at` walks a chunk of the video with one decoder, seeking over long stretches with nothing to
 analyse and leaving the B-frames that no other frame refers to undecoded away from the times
 analysed; `as_rgb` converts only the frames asked for, downscaled, straight to RGB (the paper's
-BGR->RGB step happens in that conversion); `batches_in_background` decodes on a thread of its own
-while MTCNN works on the batch before; `encode_jpeg` writes a segment's midpoint frame. Frames are
-taken as shown: a display rotation (a phone's portrait video) is applied, as ffmpeg applies it to
-the clips; a packet that does not decode (damaged data) is skipped, as ffmpeg skips it.
+BGR->RGB step happens in that conversion); `grey` takes a frame's luma plane, downscaled, as a grey
+image; `batches_in_background` decodes on a thread of its own while MTCNN works on the batch before;
+`encode_jpeg` writes a segment's midpoint frame. Frames are taken as shown: a display rotation (a
+phone's portrait video) is applied, as ffmpeg applies it to the clips; a packet that does not decode
+(damaged data) is skipped, as ffmpeg skips it.
 """
 from __future__ import annotations
 
@@ -23,6 +24,11 @@ from tasks.base import MediaError
 
 T = TypeVar("T")
 SEEK_OVER_S = 8.0  # re-seek instead of decoding through a gap longer than this (about two keyframe intervals)
+# 8-bit YUV formats whose first plane is the luma; `grey` reads it directly.
+LUMA_FIRST = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv440p", "yuvj440p",
+              "yuv411p", "yuva420p", "nv12", "nv21"}
+# Limited-range luma (16..235) to full-range grey levels (0..255), as swscale's gray conversion maps it.
+LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
 
 
 def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
@@ -71,6 +77,25 @@ def picture(frame: "av.VideoFrame", size: tuple[int, int], format: str) -> np.nd
     return np.ascontiguousarray(np.rot90(array, turns)) if turns else array
 
 
+def grey(frame: "av.VideoFrame", size: tuple[int, int]) -> np.ndarray:
+    """A frame as shown, as a grey image of `size` (width, height as shown; uint8, full range): its
+    luma plane, area-resized, its display rotation applied. A frame in any other format goes through
+    swscale's gray conversion."""
+    import cv2
+
+    turns = quarter_turns(frame)
+    width, height = size if turns % 2 == 0 else size[::-1]
+    if frame.format.name not in LUMA_FIRST:
+        image = frame.reformat(width=width, height=height, format="gray").to_ndarray()
+    else:
+        plane = frame.planes[0]
+        luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:frame.height, :frame.width]
+        resized = cv2.resize(luma, (width, height), interpolation=cv2.INTER_AREA)
+        full_range = frame.format.name.startswith("yuvj") or frame.color_range == 2  # AVCOL_RANGE_JPEG
+        image = resized if full_range else cv2.LUT(resized, LIMITED_TO_FULL)
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
 def frames_at(path: str, times: Sequence[float], skip_unused: bool = True) -> Iterator[tuple[int, "av.VideoFrame"]]:
     """For each of the sorted `times` (seconds from the start of the file), the first frame shown at or
     after it, as ffmpeg's accurate `-ss` picks it: yields (index into times, frame). One decoder, one pass.
@@ -94,7 +119,7 @@ def frames_at(path: str, times: Sequence[float], skip_unused: bool = True) -> It
         origin = (container.start_time or 0) / 1_000_000  # what ffmpeg's -ss counts from
         wanted_at = [origin + t - 1e-3 for t in times]  # a frame at or after this serves that time
         rate = float(stream.average_rate or stream.guessed_rate or 30)
-        window = max(0.1, 3 / rate)  # the first frame after a time comes within this, unless there is a gap
+        window = 1.5 / rate  # the first frame after a time comes within one frame interval, unless there is a gap
         decode_all_until = -1.0
         wanted = 0
         while wanted < len(times):

@@ -7,7 +7,8 @@ what the segment shows and sounds like:
 1. `link_tracks`: the faces found are linked into tracks across the segment (a box joins the track
    whose last box overlaps it most, IoU >= `link_iou`, or whose centre is near enough).
 2. `sample_times`: frames are decoded at `fps` (10 per second) inside the segment, with the chunk's
-   one decoder (`tasks.faces_decoding.frames_at`), as grey images at `scale` of the source size.
+   one decoder (`tasks.faces_decoding.frames_at`), as grey images (the luma plane, area-resized to
+   `scale` of the source size: `tasks.faces_decoding.grey`).
 3. `mouth_crop`: in each frame, each track's box (interpolated between its detections) gives the
    mouth region (`mouth_*`: the lower middle of the box), resized to a fixed size; the track's
    mouth motion between consecutive frames is the mean absolute difference of those crops, in grey
@@ -332,19 +333,19 @@ def speaker_in_segment(segment: Segment, faces: FaceResult, grey_frames: dict[fl
 def grey_frames_for(path: str, media_info: MediaInfo, segments: Sequence[Segment],
                     options: SpeakerFaceConfig) -> tuple[list[dict[float, np.ndarray]], tuple[float, float]]:
     """Each segment's grey frames at its sample times, from one decoding pass over the chunk."""
-    from tasks.faces_decoding import frames_at, picture, scaled_size
+    from tasks.faces_decoding import frames_at, grey, scaled_size
 
     requests = sorted((t, k) for k, s in enumerate(segments)
                       for t in sample_times(s.start, s.end, options.fps, options.max_frames))
     width, height = scaled_size(media_info.width, media_info.height, options.scale)
     frame_scale = (width / media_info.width, height / media_info.height)
     frames: list[dict[float, np.ndarray]] = [{} for _ in segments]
-    shown, grey = None, None
+    shown, image = None, None
     for wanted, frame in frames_at(path, [t for t, _ in requests]):
         t, k = requests[wanted]
         if frame is not shown:
-            shown, grey = frame, picture(frame, (width, height), "gray")
-        frames[k][t] = grey
+            shown, image = frame, grey(frame, (width, height))
+        frames[k][t] = image
     return frames, frame_scale
 
 

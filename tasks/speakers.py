@@ -36,7 +36,7 @@ from modalink.timing import usable_cores
 from modalink.wav import read_span
 from tasks import overlap
 from tasks.audio import ExtractedAudio
-from tasks.base import step
+from tasks.base import release_free_heap, step
 
 MFCC_HOP_S = 0.010
 MFCC_WINDOW_S = 0.025
@@ -255,9 +255,10 @@ def split_span(video_id: str, wav_path: str, i: int, span: Span, config: Speaker
     for start, end in parts:
         samples, rate = read_samples(wav_path, Span(start, end))
         cuts = [round(start + c, 3) for c in speaker_change_cuts(samples, rate, config)]
-        pieces.extend(zip([start, *cuts], [*cuts, end]))
-    for j, (start, end) in enumerate(pieces):
-        piece = Segment(video_id, i, j, start, end)
+        turns_of = (start, end) if cuts else None
+        pieces.extend((a, b, turns_of) for a, b in zip([start, *cuts], [*cuts, end]))
+    for j, (start, end, turns_of) in enumerate(pieces):
+        piece = Segment(video_id, i, j, start, end, turns_of=turns_of)
         if config.overlap == "flag" and (seconds := overlap.overlapped_seconds(start, end, found)) > 0:
             piece, overlapped = replace(piece, overlap_s=seconds), overlapped + 1
         segments.append(piece)
@@ -267,12 +268,14 @@ def split_span(video_id: str, wav_path: str, i: int, span: Span, config: Speaker
 def speaker_split(video_id: str, wav_path: str, spans: tuple[Span, ...], config: SpeakerConfig,
                   min_segment_s: float = 0.5) -> SpeakerSplit:
     """Every speech segment's turns, the segments split on a thread per usable core (the models run
-    one thread each, so the result is the same whatever the number of cores)."""
+    one thread each, so the result is the same whatever the number of cores); the memory the models
+    worked in is given back to the system afterwards."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=usable_cores(), thread_name_prefix="modalink-speakers") as pool:
         found = list(pool.map(lambda k: split_span(video_id, wav_path, k, spans[k], config, min_segment_s),
                               range(len(spans))))
+    release_free_heap()  # the models' working memory, freed by the split's threads, before the face step's
     return SpeakerSplit([s for split in found for s in split.segments], sum(s.overlapped for s in found),
                         sum(s.overlap_dropped for s in found))
 

@@ -3,6 +3,12 @@
 - google: SpeechRecognition's recognize_google (the paper's choice, language ar-EG by default);
   the endpoint is configurable (`asr.google.endpoint`), so tests run it against a local server.
 - whisper: faster-whisper, offline; the model is loaded once per worker process, not per segment.
+  Pieces cut from one stretch of speech at speaker turns (`Segment.turns_of`) are heard together
+  (`asr.whisper.turns_together`):
+  Whisper transcribes the whole stretch once, with word timestamps, and each piece gets the words
+  whose middle lies inside it (one encoder pass and one decoding for all the pieces, and each word
+  heard with the words around it). When Whisper stopped before a piece that got no word, the rest of
+  the stretch is heard again from the last word's end (a piece alone is heard from its own clip).
 
 A backend returns what it heard (text, "" when it heard no words, and its own scores where it has
 them) or raises. The stage's task retries failures (`asr.retries`, with a doubling delay); a
@@ -16,10 +22,13 @@ import logging
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from modalink.config import SET, AsrConfig, Config, ConfigError, secret_value
-from modalink.records import Transcript
+from modalink.records import Segment, Transcript
 from modalink.secrets import prefect_secret, redact
 from modalink.stages import SegmentStage, doubling, register
 from modalink.storage import replaced_atomically
@@ -53,6 +62,11 @@ class AsrBackend(ABC):
 
     def transcribe(self, wav_path: str) -> str:
         return self.hear(wav_path).text
+
+    def hear_piece(self, segment: Segment, clip_path: str, soundtrack: str) -> Heard:
+        """The words of one segment, whose WAV clip is `clip_path` (cut from `soundtrack`); by default
+        the clip alone is heard."""
+        return self.hear(clip_path)
 
 
 class GoogleBackend(AsrBackend):
@@ -135,22 +149,112 @@ class WhisperBackend(AsrBackend):
             raise ConfigError(f"whisper model {self.model!r} is English-only but the language is "
                               f"{self.config.language!r}: use a multilingual model (e.g. --asr-model base)")
 
-    def hear(self, wav_path: str) -> Heard:
+    def decode(self, audio, word_timestamps: bool = False) -> list:
+        """faster-whisper's segments for `audio` (a file, or 16 kHz float32 samples)."""
         try:
-            decoded, _ = self.load().transcribe(whisper_input(wav_path), language=self.language,
+            decoded, _ = self.load().transcribe(audio, language=self.language,
                                                 beam_size=self.config.whisper.beam_size, vad_filter=False,
-                                                condition_on_previous_text=False)
-            segments = list(decoded)
+                                                condition_on_previous_text=False, word_timestamps=word_timestamps)
+            return list(decoded)
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - decoder failures become flagged transcripts
             raise TranscriptionError(f"whisper: {exc}") from exc
+
+    def hear(self, wav_path: str) -> Heard:
+        segments = self.decode(whisper_input(wav_path))
         if not segments:
             return Heard("")
         return Heard(" ".join(s.text.strip() for s in segments).strip(),
                      avg_logprob=min(s.avg_logprob for s in segments),
                      compression_ratio=max(s.compression_ratio for s in segments),
                      no_speech_prob=segments[0].no_speech_prob)
+
+    def hear_piece(self, segment: Segment, clip_path: str, soundtrack: str) -> Heard:
+        if segment.turns_of is None or not self.config.whisper.turns_together:
+            return self.hear(clip_path)
+        start, end = segment.turns_of
+        while (segment.start, segment.end) != (start, end):
+            heard = self.hear_stretch(soundtrack, start, end)
+            if heard is None:
+                break
+            found = words_in(heard, segment.start - start, segment.end - start, first=segment.start <= start,
+                             last=segment.end >= end)
+            heard_until = start + max((b for s in heard for _, b, _ in s.words), default=0.0)
+            if found.text or segment.start < heard_until:
+                return found
+            # Whisper stopped before this piece (it may end a window early after a pause): the rest of
+            # the stretch is heard again, from where its last word ended.
+            start = heard_until if heard_until > start else segment.start
+        return self.hear(clip_path)
+
+    def hear_stretch(self, soundtrack: str, start: float, end: float) -> tuple[HeardSegment, ...] | None:
+        """What Whisper hears in [start, end) of the soundtrack, with word timestamps (decoded once for all
+        the pieces asking); None when the soundtrack is not 16 kHz mono 16-bit."""
+        stretch = read_span(soundtrack, start, end)
+        if (stretch.rate, stretch.params.nchannels, stretch.params.sampwidth) != (16000, 1, 2):
+            return None
+        key = (soundtrack, start, end, resolve_whisper_model(self.model), self.language,
+               self.config.whisper.compute_type, self.config.whisper.beam_size)
+        return _stretches.get(key, lambda: heard_words(self.decode(stretch.samples(), word_timestamps=True)))
+
+
+@dataclass(frozen=True)
+class HeardSegment:
+    """One segment Whisper decoded in a stretch of speech: its scores and its words (start, end, text),
+    in seconds from the stretch's start."""
+
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    words: tuple[tuple[float, float, str], ...]
+
+
+def heard_words(segments: list) -> tuple[HeardSegment, ...]:
+    return tuple(HeardSegment(s.avg_logprob, s.compression_ratio, s.no_speech_prob,
+                              tuple((w.start, w.end, w.word) for w in s.words or ())) for s in segments)
+
+
+def words_in(heard: tuple[HeardSegment, ...], start: float, end: float, first: bool = False,
+             last: bool = False) -> Heard:
+    """What was heard in [start, end) of a stretch: the words whose middle lies there (before `start`
+    too for the `first` piece, from `end` on for the `last`), with the scores of the Whisper segments
+    they belong to."""
+    text, scored = [], []
+    for segment in heard:
+        inside = [word for a, b, word in segment.words
+                  if (first or (a + b) / 2 >= start) and (last or (a + b) / 2 < end)]
+        if inside:
+            text.extend(inside)
+            scored.append(segment)
+    if not scored:
+        return Heard("")
+    return Heard("".join(text).strip(), avg_logprob=min(s.avg_logprob for s in scored),
+                 compression_ratio=max(s.compression_ratio for s in scored), no_speech_prob=scored[0].no_speech_prob)
+
+
+class Stretches:
+    """What Whisper heard in the last few stretches of speech, each decoded once however many of its
+    pieces ask for it at the same time (thread-safe; a failed decoding is tried again by the next piece)."""
+
+    def __init__(self, size: int = 64):
+        self.size, self.lock, self.entries = size, threading.Lock(), OrderedDict()
+
+    def get(self, key: tuple, decode: Callable[[], tuple[HeardSegment, ...]]) -> tuple[HeardSegment, ...]:
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None:
+                entry = self.entries[key] = [threading.Lock(), None]
+                while len(self.entries) > self.size:
+                    self.entries.popitem(last=False)
+            self.entries.move_to_end(key)
+        with entry[0]:
+            if entry[1] is None:
+                entry[1] = decode()
+            return entry[1]
+
+
+_stretches = Stretches()
 
 
 def whisper_input(wav_path: str):
@@ -219,12 +323,15 @@ def _join_packaged_base() -> str | None:
     return str(target)
 
 
-def transcribe(wav_path: str, config: AsrConfig) -> Transcript:
-    """One attempt: ok or empty (possibly suspect), or TranscriptionError."""
+def transcribe(wav_path: str, config: AsrConfig, segment: Segment | None = None,
+               soundtrack: str | None = None) -> Transcript:
+    """One attempt: ok or empty (possibly suspect), or TranscriptionError. With the `segment` whose clip
+    `wav_path` is and the `soundtrack` it was cut from, a piece cut at speaker turns is heard with its
+    siblings (`AsrBackend.hear_piece`)."""
     import wave
 
     backend = get_backend(config)
-    heard = backend.hear(wav_path)
+    heard = backend.hear(wav_path) if segment is None else backend.hear_piece(segment, wav_path, soundtrack)
     with wave.open(wav_path) as clip:
         seconds = clip.getnframes() / clip.getframerate()
     return Transcript(text=heard.text, status="ok" if heard.text else "empty", error=None,
@@ -239,7 +346,8 @@ def failed_transcript(error: BaseException | str, config: AsrConfig) -> Transcri
 @register
 class TranscriptionStage(SegmentStage):
     """The transcript of the segment's WAV clip (written by the media stage, cut from the soundtrack:
-    `audio` is part of the key). A failure after the retries keeps the segment, flagged "failed"."""
+    `audio` is part of the key; Whisper hears a piece cut at speaker turns from the soundtrack, with
+    its siblings). A failure after the retries keeps the segment, flagged "failed"."""
 
     name = "transcription"
     section = "asr"
@@ -254,7 +362,7 @@ class TranscriptionStage(SegmentStage):
         return config.asr.retries, doubling(config.asr.retry_delay_s, config.asr.retries)
 
     def run(self, item, options: AsrConfig) -> Transcript:
-        return transcribe(item.file(item.results["media"].audio_clip), options)
+        return transcribe(item.file(item.results["media"].audio_clip), options, item.segment, item.soundtrack)
 
     def failed_result(self, error: BaseException, options: AsrConfig) -> Transcript:
         return failed_transcript(error, options)

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from modalink.config import AsrConfig, AudioConfig, ConfigError, GoogleOptions
+from modalink.config import AsrConfig, AudioConfig, ConfigError, GoogleOptions, WhisperOptions
 from modalink.records import Span
 from tasks.audio import extract_audio
 from tasks.base import one_blas_thread
@@ -172,3 +172,91 @@ def test_a_looping_whisper_transcript_is_flagged_and_kept(jfk_wav, tmp_path):
     strict = AsrConfig(backend="whisper", language="en-US", model="tiny.en", suspect=SuspectRules(max_chars_per_s=1.0))
     flagged = transcribe(str(clip), strict)
     assert flagged.text == fine.text and flagged.suspect == ("too_long",)
+
+
+def test_words_go_to_the_piece_that_holds_their_middle():
+    from tasks.transcribe import HeardSegment, words_in
+
+    heard = (HeardSegment(-0.2, 1.1, 0.01, ((0.0, 0.4, " Bin"), (0.4, 0.9, " blue"), (0.9, 1.5, " now."))),
+             HeardSegment(-0.9, 1.6, 0.2, ((1.6, 2.0, " Set"), (2.0, 2.6, " white."))))
+    assert words_in(heard, 0.0, 1.0, first=True) == Heard("Bin blue", avg_logprob=-0.2, compression_ratio=1.1,
+                                                         no_speech_prob=0.01)
+    assert words_in(heard, 1.0, 3.0, last=True) == Heard("now. Set white.", avg_logprob=-0.9, compression_ratio=1.6,
+                                                        no_speech_prob=0.01)
+    assert words_in(heard, 1.3, 1.7) == Heard("")
+    assert words_in(heard, 1.7, 2.0, last=True).text == "Set white."  # the last piece keeps what runs past its end
+
+
+@pytest.fixture(scope="module")
+def conversation_pieces(av_inputs, tmp_path_factory):
+    """The conversation's soundtrack, its pieces as the speakers step cuts them, and each piece's WAV clip."""
+    import json
+
+    from conftest import speech
+    from modalink.config import SpeakerConfig
+    from tasks.speakers import split_speakers
+
+    folder = tmp_path_factory.mktemp("conversation-asr")
+    wav, spans = speech(av_inputs / "conversation.mp4", folder)
+    pieces = split_speakers("conversation", wav, spans, SpeakerConfig())
+    clips = []
+    for piece in pieces:
+        clips.append(str(folder / f"{piece.name}.wav"))
+        cut_wav(wav, piece.start, piece.end, folder / f"{piece.name}.wav")
+    turns = json.loads((av_inputs / "conversation.turns.json").read_text())
+    sentences = {"av_grid_bbaf2n.mpg": "bin blue at f two now", "av_grid_lwbsza.mpg": "lay white by s zero again",
+                 "av_grid_swiz3n.mpg": "set white in z three now", "av_grid_id2_swwp2s.mpg": "set white with p two soon"}
+    reference = " ".join(turn["words"] or sentences[turn["source_clip"]] for turn in turns)
+    return wav, pieces, clips, reference
+
+
+def test_pieces_cut_at_turns_are_heard_in_one_decoding(conversation_pieces, monkeypatch):
+    wav, pieces, clips, reference = conversation_pieces
+    stretches = {piece.turns_of for piece in pieces if piece.turns_of}
+    assert stretches, "the speakers step cut the conversation at its turns"
+    decoded = []
+    real_decode = WhisperBackend.decode
+    monkeypatch.setattr(WhisperBackend, "decode", lambda self, audio, word_timestamps=False: decoded.append(
+        word_timestamps) or real_decode(self, audio, word_timestamps))
+    config = AsrConfig(backend="whisper", language="en-US", model="tiny.en")
+    texts = [transcribe(clip, config, piece, wav).text for piece, clip in zip(pieces, clips)]
+    alone = sum(piece.turns_of is None for piece in pieces)
+    assert decoded.count(True) == len(stretches) and decoded.count(False) == alone  # one decoding per stretch
+    assert all(texts) and word_error_rate(reference, " ".join(texts)) <= 0.35, texts
+    monkeypatch.setattr(WhisperBackend, "decode", real_decode)
+    apart = AsrConfig(backend="whisper", language="en-US", model="tiny.en", whisper=WhisperOptions(turns_together=False))
+    assert [transcribe(clip, apart, piece, wav).text for piece, clip in zip(pieces, clips)] == \
+        [transcribe(clip, config).text for clip in clips]
+
+
+def test_a_piece_after_whisper_stopped_is_heard_again_from_the_last_word(monkeypatch, tmp_path):
+    """Whisper may end a stretch early after a pause: a piece that starts after its last word and got no
+    word is heard again with the rest of the stretch, from that word's end."""
+    import numpy as np
+
+    from modalink.records import Segment
+    from modalink.wav import WavSpan, write_wav
+
+    soundtrack = tmp_path / "soundtrack.wav"
+    with __import__("wave").open(str(soundtrack), "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
+        out.writeframes(np.zeros(16000 * 6, np.int16).tobytes())
+    word = lambda a, b, w: type("Word", (), {"start": a, "end": b, "word": w})  # noqa: E731
+    segment = lambda *words: type("Segment", (), {"avg_logprob": -0.3, "compression_ratio": 1.2,  # noqa: E731
+                                                  "no_speech_prob": 0.01, "words": list(words), "text": ""})
+    heard_from = []
+
+    def decode(self, audio, word_timestamps=False):
+        heard_from.append(round(len(audio) / 16000, 2))
+        if len(audio) == 16000 * 6:  # the whole stretch: only the first sentence
+            return [segment(word(0.0, 0.5, " One"), word(0.5, 1.5, " two."))]
+        return [segment(word(0.6, 1.2, " Three"), word(1.8, 2.5, " four."))]  # the rest, from 1.5 s
+
+    monkeypatch.setattr(WhisperBackend, "decode", decode)
+    config = AsrConfig(backend="whisper", language="en-US", model="tiny.en")
+    backend = WhisperBackend(config)
+    first, middle, last = (Segment("v", 0, j, a, b, turns_of=(0.0, 6.0)) for j, (a, b) in enumerate([(0, 2), (2, 2.9), (2.9, 6)]))
+    assert backend.hear_piece(first, "unused.wav", str(soundtrack)).text == "One two."
+    assert backend.hear_piece(last, "unused.wav", str(soundtrack)).text == "four."
+    assert backend.hear_piece(middle, "unused.wav", str(soundtrack)).text == "Three"
+    assert heard_from == [6.0, 4.5]  # the stretch once, then its rest from 1.5 s once
