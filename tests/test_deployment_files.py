@@ -20,15 +20,29 @@ def entrypoint_flow(entrypoint):
 
 def test_deployments_point_at_the_modalink_flow_with_valid_parameters():
     names = {d["name"] for d in PROJECT["deployments"]}
-    assert names == {"playlist", "nightly"}
+    assert names == {"playlist", "nightly", "video-worker"}
     for deployment in PROJECT["deployments"]:
         flow = entrypoint_flow(deployment["entrypoint"])
+        assert deployment["work_pool"]["name"] == POOL
+        if deployment["name"] == "video-worker":
+            continue  # its own test below
         assert flow.name == "modalink"  # so `prefect deployment run 'modalink/<name>'` works
         assert set(deployment["parameters"]) <= set(inspect.signature(flow.fn).parameters)
-        assert deployment["work_pool"]["name"] == POOL
         from modalink.config import Config
 
         Config.load(overrides=deployment["parameters"]["config"])  # valid config
+
+
+def test_the_video_worker_deployment_is_what_fan_out_names():
+    """run.fan_out's example value names this deployment; the run passes every parameter itself."""
+    from modalink.config import Config
+
+    worker = next(d for d in PROJECT["deployments"] if d["name"] == "video-worker")
+    flow = entrypoint_flow(worker["entrypoint"])
+    assert f"{flow.name}/{worker['name']}" == "modalink-video-worker/video-worker"
+    assert not worker.get("parameters")
+    fan_out = Config.load(overrides={"run": {"fan_out": "modalink-video-worker/video-worker"}}).run.fan_out
+    assert fan_out == f"{flow.name}/{worker['name']}"
 
 
 def test_nightly_is_a_cron_schedule():
