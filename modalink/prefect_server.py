@@ -161,51 +161,98 @@ def send_pending_logs_and_events() -> None:
 
 
 def create_app():
-    """Prefect's server app for `TemporaryServer`, with `QuickRetries`, ending with the run's process.
+    """Prefect's server app for `TemporaryServer`, with `BusyRetries`, ending with the run's process.
 
     Until the app exists (while its imports run), SIGTERM ends the server at once: it has no database open
     and nothing to shut down yet. Under uvicorn's own handler it would wait until start-up is done, and
-    so would a run that finds it has nothing to do and stops its server right away."""
+    so would a run that finds it has nothing to do and stops its server right away. The watch for the
+    run's end starts first, so a run killed while its server starts up leaves none behind either."""
+    if os.environ.get("MODALINK_RUN_PID"):
+        threading.Thread(target=exit_with_run, args=(int(os.environ["MODALINK_RUN_PID"]),), daemon=True).start()
     in_main_thread = threading.current_thread() is threading.main_thread()
     uvicorn_handler = signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0)) if in_main_thread else None
     try:
         from prefect.server.api.server import create_app as prefect_app
 
-        app = QuickRetries(prefect_app())
+        app = BusyRetries(prefect_app())
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, uvicorn_handler)
-    if os.environ.get("MODALINK_RUN_PID"):
-        threading.Thread(target=exit_with_run, args=(int(os.environ["MODALINK_RUN_PID"]),), daemon=True).start()
     return app
 
 
-def exit_with_run(run_pid: int, every_s: float = 0.5) -> None:
-    """In the server: once the run's process is gone (the server has a new parent), stop as on SIGTERM."""
+def exit_with_run(run_pid: int, every_s: float = 0.5, grace_s: float = 3.0) -> None:
+    """In the server: once the run's process is gone (the server has a new parent), stop as on SIGTERM;
+    if uvicorn is still busy after `grace_s` (its start-up, the database's migrations, runs to the end
+    before it heeds SIGTERM), exit outright: nobody is left to answer, and SQLite rolls back what a
+    write had not committed."""
     while os.getppid() == run_pid:
         time.sleep(every_s)
     os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(grace_s)
+    os._exit(0)
 
 
-class QuickRetries:
-    """ASGI middleware: a 503 without Retry-After gets `Retry-After: 0.1`.
+class BusyRetries:
+    """ASGI middleware: a request that Prefect's server answers with 503 is run again in the server,
+    every `every_s`, for up to `for_s`, before that answer reaches the client (with `Retry-After`).
 
     Prefect's server answers 503 when SQLite refuses a write because another one is committing
-    (once per video, as its flow run is created while the task runs before it are recorded), and
-    Prefect's client honours Retry-After but otherwise waits 2 s, then 4 s."""
+    (a write transaction that started from an older snapshot fails at once, whatever the busy
+    timeout). Nothing of the refused request was committed, so running it again is what the client
+    would do; Prefect's client alone waits 2 s, then 4 s, and gives up after five tries, which a run
+    over many videos exhausted under a burst of writes (BENCHMARKS.md, Throughput)."""
 
-    def __init__(self, app, seconds: str = "0.1"):
-        self.app, self.header = app, (b"retry-after", seconds.encode())
+    def __init__(self, app, every_s: float = 0.05, for_s: float = 20.0, retry_after: str = "0.1"):
+        self.app, self.every_s, self.for_s = app, every_s, for_s
+        self.header = (b"retry-after", retry_after.encode())
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        import asyncio
 
-        async def send_with_retry_after(message):
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left before its request was read
+                return
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        deadline = time.monotonic() + self.for_s
+        while True:
+            answer = await self.answer(scope, body, receive)
+            if not answer or answer[0]["status"] != 503 or time.monotonic() + self.every_s > deadline:
+                break
+            await asyncio.sleep(self.every_s)
+        for message in answer:
             if message["type"] == "http.response.start" and message["status"] == 503:
                 headers = list(message.get("headers", []))
                 if not any(name.lower() == b"retry-after" for name, _ in headers):
                     message = {**message, "headers": [*headers, self.header]}
             await send(message)
 
-        return await self.app(scope, receive, send_with_retry_after)
+    async def answer(self, scope, body: bytes, receive) -> list[dict]:
+        """The app's whole answer to the request `body`, on a copy of `scope`; after the body,
+        `receive` is the client's (a disconnect). An exception raised after a whole answer was
+        given is dropped."""
+        messages, delivered = [], False
+
+        async def replay():
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def keep(message):
+            messages.append(message)
+
+        try:
+            await self.app(dict(scope), replay, keep)  # a router updates the scope it is given
+        except Exception:
+            # Starlette's error middleware re-raises what its handler answered (Prefect's 503 for a
+            # busy database): with the answer kept, the exception is that answer's, not a new one
+            last = messages[-1] if messages else {}
+            if last.get("type") != "http.response.body" or last.get("more_body", False):
+                raise
+        return messages

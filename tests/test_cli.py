@@ -188,29 +188,120 @@ def test_a_killed_run_leaves_no_temporary_server(media, tmp_path):
     assert alive == []
 
 
-@pytest.mark.parametrize("status, headers, retry_after", [
-    (503, [], b"0.1"),  # SQLite busy: retry soon, not after Prefect's default 2 s
-    (503, [(b"retry-after", b"5")], b"5"),  # the server's own answer is kept
-    (200, [], None),
-    (500, [], None),
-])
-def test_the_temporary_server_asks_for_quick_retries(status, headers, retry_after):
+def serve_once(middleware, body_parts: list[bytes]) -> list[dict]:
+    """What a client sent `body_parts` (one ASGI message each) receives through `middleware`."""
     import asyncio
 
-    from modalink.prefect_server import QuickRetries
-
-    async def app(scope, receive, send):
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
-
+    incoming = [{"type": "http.request", "body": part, "more_body": n < len(body_parts) - 1}
+                for n, part in enumerate(body_parts)]
     sent = []
+
+    async def receive():
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
 
     async def send(message):
         sent.append(message)
 
-    asyncio.run(QuickRetries(app)({"type": "http"}, None, send))
-    got = dict(sent[0]["headers"]).get(b"retry-after")
-    assert sent[0]["status"] == status and got == retry_after and sent[1]["type"] == "http.response.body"
+    asyncio.run(middleware({"type": "http"}, receive, send))
+    return sent
+
+
+def answering(statuses: list[int], headers=(), raise_after_5xx: bool = False):
+    """An ASGI app answering each call with the next of `statuses` (the last one for ever) and
+    keeping the request body it read each time; with `raise_after_5xx`, it raises after a 5xx
+    answer, as Starlette's error middleware does after its handler answered."""
+    bodies = []
+
+    async def app(scope, receive, send):
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        bodies.append(body)
+        status = statuses[min(len(bodies), len(statuses)) - 1]
+        await send({"type": "http.response.start", "status": status, "headers": list(headers)})
+        await send({"type": "http.response.body", "body": str(status).encode()})
+        if raise_after_5xx and status >= 500:
+            raise RuntimeError("database is locked")
+
+    return app, bodies
+
+
+@pytest.mark.parametrize("raise_after_5xx", [False, True])
+def test_a_request_refused_while_sqlite_is_busy_is_run_again_in_the_server(raise_after_5xx):
+    """Two 503s (SQLite busy) then the answer: the client gets the answer, and each run of the
+    request read the whole body the client sent."""
+    from modalink.prefect_server import BusyRetries
+
+    app, bodies = answering([503, 503, 201], raise_after_5xx=raise_after_5xx)
+    sent = serve_once(BusyRetries(app, every_s=0.01), [b'{"name": ', b'"task"}'])
+    assert bodies == [b'{"name": "task"}'] * 3
+    assert sent[0]["status"] == 201 and sent[1]["body"] == b"201" and len(sent) == 2
+    assert b"retry-after" not in dict(sent[0]["headers"])
+
+
+@pytest.mark.parametrize("headers, retry_after", [
+    ([], b"0.1"),  # the client's next try soon, not after Prefect's default 2 s
+    ([(b"retry-after", b"5")], b"5"),  # the server's own answer is kept
+])
+def test_a_server_still_busy_after_the_retries_answers_503_with_retry_after(headers, retry_after):
+    from modalink.prefect_server import BusyRetries
+
+    app, bodies = answering([503], headers)
+    sent = serve_once(BusyRetries(app, every_s=0.01, for_s=0.2), [b"{}"])
+    assert sent[0]["status"] == 503 and dict(sent[0]["headers"])[b"retry-after"] == retry_after
+    assert 3 <= len(bodies) <= 21  # run again every 0.01 s for 0.2 s, then given up
+
+
+def test_an_exception_with_no_whole_answer_still_reaches_the_server():
+    from modalink.prefect_server import BusyRetries
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        raise RuntimeError("broken mid-answer")
+
+    with pytest.raises(RuntimeError, match="broken mid-answer"):
+        serve_once(BusyRetries(app), [b"{}"])
+
+
+BURST_OF_WRITES = """
+import asyncio, httpx, sys
+from prefect.server.api.server import create_app
+from modalink.prefect_server import BusyRetries
+
+async def main():
+    app = create_app()
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=BusyRetries(app))
+        async with httpx.AsyncClient(transport=transport, base_url="http://server") as client:
+            flow = (await client.post("/api/flows/", json={"name": "burst"})).json()["id"]
+            run = (await client.post("/api/flow_runs/", json={"flow_id": flow})).json()["id"]
+            tasks = [client.post("/api/task_runs/", json={"flow_run_id": run, "task_key": "t",
+                                                          "dynamic_key": str(n)}) for n in range(60)]
+            print(sorted({answer.status_code for answer in await asyncio.gather(*tasks)}))
+
+asyncio.run(main())
+"""
+
+
+def test_a_burst_of_task_runs_created_at_once_all_succeed_on_prefects_sqlite_server(tmp_path):
+    """60 task runs created at the same moment on Prefect's own server app over SQLite (where
+    some writes are refused as busy): every one is created."""
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_ENABLED": "0"}
+    env.pop("PREFECT_API_URL", None)
+    result = subprocess.run([sys.executable, "-c", BURST_OF_WRITES], capture_output=True, text=True, cwd=ROOT,
+                            env=env, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[201]", result.stdout + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_other_answers_pass_through_once(status):
+    from modalink.prefect_server import BusyRetries
+
+    app, bodies = answering([status])
+    sent = serve_once(BusyRetries(app, every_s=0.01), [b"{}"])
+    assert len(bodies) == 1 and sent[0]["status"] == status and b"retry-after" not in dict(sent[0]["headers"])
 
 
 def test_the_temporary_servers_output_goes_to_its_log_file(tmp_path, monkeypatch, capfd):
