@@ -7,8 +7,18 @@ libfacedetection reports confidences 0..100 and keeps candidates above its own f
 above `THRESHOLD` (yuface's default, 0.5) are returned, and `faces.min_confidence` applies after, as
 for MTCNN. `faces.min_face_size` drops boxes whose shorter side is smaller (MTCNN uses it to stop its
 image pyramid, with much the same effect).
+
+libfacedetection runs its layers on OpenMP threads (its own libgomp, in `yuface.libs`). Each calling
+thread is given one (`one_openmp_thread`), as MTCNN's TensorFlow calls are: face chunks already run one
+per core, and OpenMP threads that wait for a core held by another stage spin at every layer's barrier
+(BENCHMARKS.md has the figures).
 """
 from __future__ import annotations
+
+import ctypes
+import threading
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -19,10 +29,29 @@ THRESHOLD = 0.5
 KEYPOINTS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")  # in the image, as MTCNN names them
 
 
+_threads = threading.local()
+
+
 def get_detector():
     import yuface
 
     return yuface
+
+
+@lru_cache(maxsize=1)
+def bundled_openmp() -> ctypes.CDLL | None:
+    """The libgomp that yuface's wheel ships and loads (None if a build links none of its own)."""
+    folder = Path(get_detector().__file__).resolve().parent.parent / "yuface.libs"
+    found = sorted(folder.glob("libgomp*.so*"))
+    return ctypes.CDLL(str(found[0])) if found else None
+
+
+def one_openmp_thread() -> None:
+    """Detections made on this thread run on one OpenMP thread (an OpenMP setting of the calling thread)."""
+    if not getattr(_threads, "limited", False):
+        if (openmp := bundled_openmp()) is not None:
+            openmp.omp_set_num_threads(1)
+        _threads.limited = True
 
 
 def detect_in_frame(rgb: np.ndarray, config: FaceConfig) -> list[dict]:
@@ -41,5 +70,6 @@ def detect_in_frame(rgb: np.ndarray, config: FaceConfig) -> list[dict]:
 
 def detect_in_frames(frames: list[np.ndarray], config: FaceConfig) -> list[list[dict]]:
     """yuface on each frame of a batch; one list of detections per frame."""
+    one_openmp_thread()
     with timed("faces"):
         return [detect_in_frame(frame, config) for frame in frames]

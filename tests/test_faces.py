@@ -181,3 +181,37 @@ def test_float32_batches_give_the_same_faces_as_float64(media, monkeypatch):
     slow = detector.detect_faces(frames)
     assert sum(len(f) for f in slow) >= 3
     assert found_faces(fast) == found_faces(slow)
+
+
+def test_yuface_detects_on_one_openmp_thread_in_each_calling_thread_only(media):
+    """`faces_yuface.detect_in_frames` sets its own libgomp to one thread for the thread that calls it;
+    another thread keeps OpenMP's default (one per core), and the faces found are those of the default."""
+    import ctypes
+    import os
+    import threading
+
+    from tasks import faces_yuface
+    from tasks.faces_decoding import decode_frames_at
+
+    openmp = faces_yuface.bundled_openmp()
+    assert openmp is not None, "the yuface wheel ships its libgomp in yuface.libs"
+    openmp.omp_get_max_threads.restype = ctypes.c_int
+    path = str(media / "av_grid_bbaf2n.mpg")
+    info = probe(path)
+    frames = [rgb for _, rgb in decode_frames_at(path, [0.5, 1.5], scaled_size(info.width, info.height, 0.5))]
+    config = FaceConfig(detector="yuface")
+    seen = {}
+
+    def detect(name: str, limited: bool) -> None:
+        before = openmp.omp_get_max_threads()
+        found = faces_yuface.detect_in_frames(frames, config) if limited else \
+            [faces_yuface.detect_in_frame(frame, config) for frame in frames]
+        seen[name] = (before, openmp.omp_get_max_threads(), found)
+
+    for name, limited in (("limited", True), ("default", False)):
+        thread = threading.Thread(target=detect, args=(name, limited))
+        thread.start()
+        thread.join()
+    cores = len(os.sched_getaffinity(0))
+    assert seen["limited"][:2] == (cores, 1) and seen["default"][:2] == (cores, cores)
+    assert seen["limited"][2] == seen["default"][2] and all(len(faces) == 1 for faces in seen["limited"][2])
