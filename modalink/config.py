@@ -306,7 +306,7 @@ class RunConfig(Section):
     dask_address: str | None = runtime(None)  # tcp://scheduler:8786 of a Dask cluster; None: a local cluster
     retries: int = runtime(2)  # retries of media steps (download, decoding) on transient failure
     retry_delay_s: float = runtime(1.0)
-    parallel_videos: int = runtime(0)  # videos processed at once in this run; 0: one per 4 cores (at least 1)
+    parallel_videos: int = runtime(0)  # videos processed at once in this run; 0: one per 2 usable cores (at least 1)
     fan_out: str | None = runtime(None)  # FLOW/DEPLOYMENT that runs each video's flow on a work pool's workers
     share_media: str = runtime("auto")  # auto | yes | no: inputs and outputs through the dataset's storage
     lease_timeout_s: float = runtime(120.0)  # a fanned-out video whose worker is silent this long is run again
@@ -323,7 +323,11 @@ class RunConfig(Section):
         ] if not ok]
 
     def videos_at_once(self) -> int:
-        return self.parallel_videos or max(1, (os.cpu_count() or 1) // 4)
+        """`parallel_videos`, or one video per 2 usable cores: one video flow keeps 1.5-2 cores busy
+        (BENCHMARKS.md, Throughput)."""
+        from modalink.timing import usable_cores
+
+        return self.parallel_videos or max(1, usable_cores() // 2)
 
     def segments_elsewhere(self) -> bool:
         """Whether segment tasks may run where the video flow's folders are not: on a remote Dask
