@@ -184,10 +184,10 @@ def test_float32_batches_give_the_same_faces_as_float64(media, monkeypatch):
 
 
 def test_yuface_detects_on_one_openmp_thread_in_each_calling_thread_only(media):
-    """`faces_yuface.detect_in_frames` sets its own libgomp to one thread for the thread that calls it;
-    another thread keeps OpenMP's default (one per core), and the faces found are those of the default."""
+    """`faces_yuface.detect_in_frames` sets its own libgomp to one thread for the thread that calls it
+    (here one that had asked OpenMP for 3), finding the faces it finds on 3; a thread started after
+    that keeps the process's default."""
     import ctypes
-    import os
     import threading
 
     from tasks import faces_yuface
@@ -202,16 +202,24 @@ def test_yuface_detects_on_one_openmp_thread_in_each_calling_thread_only(media):
     config = FaceConfig(detector="yuface")
     seen = {}
 
-    def detect(name: str, limited: bool) -> None:
-        before = openmp.omp_get_max_threads()
-        found = faces_yuface.detect_in_frames(frames, config) if limited else \
-            [faces_yuface.detect_in_frame(frame, config) for frame in frames]
-        seen[name] = (before, openmp.omp_get_max_threads(), found)
-
-    for name, limited in (("limited", True), ("default", False)):
-        thread = threading.Thread(target=detect, args=(name, limited))
+    def in_a_new_thread(work) -> None:
+        thread = threading.Thread(target=work)
         thread.start()
         thread.join()
-    cores = len(os.sched_getaffinity(0))
-    assert seen["limited"][:2] == (cores, 1) and seen["default"][:2] == (cores, cores)
-    assert seen["limited"][2] == seen["default"][2] and all(len(faces) == 1 for faces in seen["limited"][2])
+
+    def default() -> None:
+        seen.setdefault("default", []).append(openmp.omp_get_max_threads())
+
+    def detect() -> None:
+        openmp.omp_set_num_threads(3)
+        on_three = [faces_yuface.detect_in_frame(frame, config) for frame in frames]
+        threads_then = openmp.omp_get_max_threads()
+        on_one = faces_yuface.detect_in_frames(frames, config)
+        seen["detect"] = (threads_then, openmp.omp_get_max_threads(), on_three, on_one)
+
+    for work in (default, detect, default):
+        in_a_new_thread(work)
+    threads_then, threads_after, on_three, on_one = seen["detect"]
+    assert (threads_then, threads_after) == (3, 1)
+    assert seen["default"][0] == seen["default"][1]
+    assert on_one == on_three and all(len(faces) == 1 for faces in on_one)
