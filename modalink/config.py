@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, get_type_hints
 
+from modalink.timing import usable_cores
+
 
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message says what to fix."""
@@ -325,8 +327,6 @@ class RunConfig(Section):
     def videos_at_once(self) -> int:
         """`parallel_videos`, or one video per 2 usable cores: one video flow keeps 1.5-2 cores busy
         (BENCHMARKS.md, Throughput)."""
-        from modalink.timing import usable_cores
-
         return self.parallel_videos or max(1, usable_cores() // 2)
 
     def segments_elsewhere(self) -> bool:

@@ -15,10 +15,7 @@ per core, and OpenMP threads that wait for a core held by another stage spin at 
 """
 from __future__ import annotations
 
-import ctypes
 import threading
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -38,19 +35,14 @@ def get_detector():
     return yuface
 
 
-@lru_cache(maxsize=1)
-def bundled_openmp() -> ctypes.CDLL | None:
-    """The libgomp that yuface's wheel ships and loads (None if a build links none of its own)."""
-    folder = Path(get_detector().__file__).resolve().parent.parent / "yuface.libs"
-    found = sorted(folder.glob("libgomp*.so*"))
-    return ctypes.CDLL(str(found[0])) if found else None
-
-
 def one_openmp_thread() -> None:
-    """Detections made on this thread run on one OpenMP thread (an OpenMP setting of the calling thread)."""
+    """What runs on OpenMP on this thread from now on, yuface included, runs on one OpenMP thread
+    (OpenMP's thread count is a setting of the calling thread; once per thread)."""
     if not getattr(_threads, "limited", False):
-        if (openmp := bundled_openmp()) is not None:
-            openmp.omp_set_num_threads(1)
+        from threadpoolctl import threadpool_limits
+
+        get_detector()  # its libgomp is limited only once it is loaded
+        threadpool_limits(limits=1, user_api="openmp")
         _threads.limited = True
 
 

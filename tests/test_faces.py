@@ -184,18 +184,21 @@ def test_float32_batches_give_the_same_faces_as_float64(media, monkeypatch):
 
 
 def test_yuface_detects_on_one_openmp_thread_in_each_calling_thread_only(media):
-    """`faces_yuface.detect_in_frames` sets its own libgomp to one thread for the thread that calls it
+    """`faces_yuface.detect_in_frames` sets yuface's libgomp to one thread for the thread that calls it
     (here one that had asked OpenMP for 3), finding the faces it finds on 3; a thread started after
     that keeps the process's default."""
-    import ctypes
     import threading
+
+    from threadpoolctl import ThreadpoolController
 
     from tasks import faces_yuface
     from tasks.faces_decoding import decode_frames_at
 
-    openmp = faces_yuface.bundled_openmp()
-    assert openmp is not None, "the yuface wheel ships its libgomp in yuface.libs"
-    openmp.omp_get_max_threads.restype = ctypes.c_int
+    faces_yuface.get_detector()
+    openmp = [lib for lib in ThreadpoolController().select(user_api="openmp").lib_controllers
+              if "yuface" in lib.filepath]
+    assert len(openmp) == 1, "the yuface wheel ships its own libgomp"
+    openmp = openmp[0]
     path = str(media / "av_grid_bbaf2n.mpg")
     info = probe(path)
     frames = [rgb for _, rgb in decode_frames_at(path, [0.5, 1.5], scaled_size(info.width, info.height, 0.5))]
@@ -208,14 +211,14 @@ def test_yuface_detects_on_one_openmp_thread_in_each_calling_thread_only(media):
         thread.join()
 
     def default() -> None:
-        seen.setdefault("default", []).append(openmp.omp_get_max_threads())
+        seen.setdefault("default", []).append(openmp.num_threads)
 
     def detect() -> None:
-        openmp.omp_set_num_threads(3)
+        openmp.set_num_threads(3)
         on_three = [faces_yuface.detect_in_frame(frame, config) for frame in frames]
-        threads_then = openmp.omp_get_max_threads()
+        threads_then = openmp.num_threads
         on_one = faces_yuface.detect_in_frames(frames, config)
-        seen["detect"] = (threads_then, openmp.omp_get_max_threads(), on_three, on_one)
+        seen["detect"] = (threads_then, openmp.num_threads, on_three, on_one)
 
     for work in (default, detect, default):
         in_a_new_thread(work)
