@@ -162,6 +162,7 @@ class SpeakerConfig(Section):
     embedding_window_s: float = 1.5  # embedding: window compared on each side of a candidate change
     embedding_hop_s: float = 0.25  # embedding: step between windows (and between candidate changes)
     change_threshold: float = 0.15  # embedding: cosine of the two sides below this (at a local minimum) is a change
+    screen_similarity: float = 0.45  # embedding: above this in one pass over the segment, a boundary is no change (1: check all)
     pause_radius_s: float = 0.4  # embedding: a change moves to the quietest point this close
     threads: int = runtime(1)  # onnxruntime threads for CAM++ and the overlap model (1: the same bits on every machine)
     overlap: str = "flag"  # overlapped speech (segmentation-3.0): flag (count its seconds) | cut (remove it) | off

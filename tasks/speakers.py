@@ -24,6 +24,7 @@ split runs on each part; "off" does not look.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ from tasks.base import release_free_heap, step
 MFCC_HOP_S = 0.010
 MFCC_WINDOW_S = 0.025
 CAMPPLUS_PATH = Path(__file__).resolve().parents[1] / "models" / "campplus.onnx"
+CAMPPLUS_HEAD_PATH = CAMPPLUS_PATH.with_name("campplus.head.npz")  # models/campplus_frames.py
 EMBEDDING_RATE = 16000  # CAM++ and its fbank work at 16 kHz
 EMBEDDING_BATCH = 8  # windows per onnxruntime call (64 needed about 400 MiB more at the peak: BENCHMARKS.md)
 SMOOTH_FRAMES = 3  # the pause search looks at the energy of 30 ms (three 10 ms frames)
@@ -111,35 +113,79 @@ def to_model_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return resample_poly(samples, EMBEDDING_RATE // g, sample_rate // g).astype(np.float32)
 
 
-def window_embeddings(samples: np.ndarray, config: SpeakerConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(start time of each window, its unit-length CAM++ `embedding_linear`) for `embedding_window_s`
-    windows every `embedding_hop_s` over 16 kHz `samples`. The fbank is computed once and each window's
-    frames are mean-normalised on their own, which is what the model gets for that window alone."""
-    from modalink.fbank import FRAME_LENGTH, FRAME_SHIFT, fbank
+def window_starts(frames: int, config: SpeakerConfig) -> tuple[np.ndarray, int]:
+    """(first fbank frame of each `embedding_window_s` window every `embedding_hop_s`, frames per window)."""
+    from modalink.fbank import FRAME_LENGTH, FRAME_SHIFT
 
-    feats = fbank(samples, mean_normalise=False)
     width = 1 + (int(round(config.embedding_window_s * EMBEDDING_RATE)) - FRAME_LENGTH) // FRAME_SHIFT
     hop = max(1, int(round(config.embedding_hop_s * EMBEDDING_RATE)) // FRAME_SHIFT)
-    first = np.arange(0, len(feats) - width + 1, hop)
+    return np.arange(0, frames - width + 1, hop), width
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-9)
+
+
+def window_vectors(feats: np.ndarray, first: np.ndarray, width: int, config: SpeakerConfig) -> np.ndarray:
+    """The unit-length CAM++ `embedding_linear` of each window starting at a frame of `first`, each window
+    mean-normalised on its own: what the model gets for that window alone."""
     if len(first) == 0:
-        return np.zeros(0), np.zeros((0, 192), dtype=np.float32)
+        return np.zeros((0, 192), dtype=np.float32)
     session = speaker_model(config.threads)
     out = []
     for i in range(0, len(first), EMBEDDING_BATCH):
         batch = np.stack([feats[f:f + width] for f in first[i:i + EMBEDDING_BATCH]])
         batch = batch - batch.mean(axis=1, keepdims=True)
         out.append(session.run(["embedding_linear"], {"feats": batch})[0])
-    vectors = np.concatenate(out)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-9
-    return first * FRAME_SHIFT / EMBEDDING_RATE, vectors
+    return unit(np.concatenate(out))
 
 
-def boundary_similarities(starts: np.ndarray, vectors: np.ndarray, config: SpeakerConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(time t, cosine of the window ending at t with the window starting at t) at each window start."""
+def pooled_vectors(feats: np.ndarray, first: np.ndarray, width: int, config: SpeakerConfig) -> np.ndarray:
+    """The same windows' unit-length embeddings from one CAM++ pass over the whole segment: its frame
+    features (the model's "frames" output) pooled per window (mean and standard deviation) and mapped by
+    the model's own head (models/campplus_frames.py). The layers see the whole segment, so the vectors
+    are close to, not equal to, `window_vectors`: they screen the boundaries, they do not decide them."""
+    frames = speaker_model(config.threads).run(["frames"], {"feats": (feats - feats.mean(axis=0))[None]})[0][0]
+    scale = frames.shape[1] / len(feats)
+    a = np.floor(first * scale).astype(int)
+    b = np.maximum(np.floor((first + width) * scale).astype(int), a + 2)
+    sums = np.concatenate([np.zeros((frames.shape[0], 1)), np.cumsum(frames, axis=1, dtype=np.float64)], axis=1)
+    squares = np.concatenate([np.zeros((frames.shape[0], 1)), np.cumsum(np.square(frames, dtype=np.float64), axis=1)], axis=1)
+    n = (b - a).astype(np.float64)
+    mean = (sums[:, b] - sums[:, a]) / n
+    var = np.maximum((squares[:, b] - squares[:, a]) - n * mean ** 2, 0.0) / (n - 1)
+    weight, bias = pooling_head()
+    return unit((np.concatenate([mean, np.sqrt(var)]).T @ weight.T + bias).astype(np.float32))
+
+
+@functools.cache
+def pooling_head() -> tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) of CAM++'s dense layer and BatchNorm folded into one affine map of the pooled statistics."""
+    with np.load(CAMPPLUS_HEAD_PATH) as head:
+        return head["weight"].astype(np.float64), head["bias"].astype(np.float64)
+
+
+def boundary_similarities(samples: np.ndarray, config: SpeakerConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(time t, cosine of the window ending at t with the window starting at t, each embedded on its own) at
+    each window start of 16 kHz `samples`. With `screen_similarity` below 1, one CAM++ pass over the whole
+    segment screens the boundaries first (`pooled_vectors`): a boundary whose pooled similarity is above it is
+    no change (similarity 1), and only the windows of the other boundaries are embedded on their own."""
+    from modalink.fbank import FRAME_SHIFT, fbank
+
+    feats = fbank(samples, mean_normalise=False)
+    first, width = window_starts(len(feats), config)
     k = max(1, int(round(config.embedding_window_s / config.embedding_hop_s)))
-    if len(starts) <= k:
+    if len(first) <= k:
         return np.zeros(0), np.zeros(0)
-    return starts[k:], (vectors[:-k] * vectors[k:]).sum(axis=1)
+    checked = np.ones(len(first) - k, dtype=bool)
+    if config.screen_similarity < 1:
+        pooled = pooled_vectors(feats, first, width, config)
+        checked = (pooled[:-k] * pooled[k:]).sum(axis=1) <= config.screen_similarity
+    windows = np.union1d(np.flatnonzero(checked), np.flatnonzero(checked) + k)
+    vectors = np.zeros((len(first), 192), dtype=np.float32)
+    vectors[windows] = window_vectors(feats, first[windows], width, config)
+    similarity = np.where(checked, (vectors[:-k] * vectors[k:]).sum(axis=1), 1.0)
+    return first[k:] * FRAME_SHIFT / EMBEDDING_RATE, similarity
 
 
 def quiet_point(db: np.ndarray, t: float, radius: float, low: float, high: float) -> float:
@@ -184,8 +230,7 @@ def embedding_turns(samples: np.ndarray, sample_rate: int, config: SpeakerConfig
     duration = len(samples) / EMBEDDING_RATE
     if not config.enabled or duration < 2 * config.embedding_window_s:
         return Turns(())
-    starts, vectors = window_embeddings(samples, config)
-    times, similarity = boundary_similarities(starts, vectors, config)
+    times, similarity = boundary_similarities(samples, config)
     low, high = config.min_piece_s, duration - config.min_piece_s
     minima = [i for i in range(len(similarity)) if similarity[i] < config.change_threshold
               and (i == 0 or similarity[i] <= similarity[i - 1])
