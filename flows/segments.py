@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from prefect.futures import PrefectFuture
+from prefect.utilities.annotations import quote
 
 from modalink.config import Config
 from modalink.progress import Progress
@@ -65,8 +66,11 @@ class StageRun:
                 dropped.setdefault(reason, 0)
 
     def submit(self, stage: SegmentStage, work: Any, needed: dict[str, PrefectFuture] | None = None) -> PrefectFuture:
-        return self.tasks[stage.name].submit(stage.name, work, self.options[stage.name], self.key_sections[stage.name],
-                                             needed or {})
+        """`work` holds no futures (only `needed` does): on the thread runner it is quoted, so Prefect neither
+        walks nor rebuilds it (Dask's runner would pass the annotation on as a plain tuple)."""
+        passed = quote(work) if self.cfg.run.runner == "threads" else work
+        return self.tasks[stage.name].submit(stage.name, passed, self.options[stage.name],
+                                             self.key_sections[stage.name], needed or {})
 
     def failed(self, stage: SegmentStage, where: str, error: BaseException, count: int = 1) -> Any | None:
         """Log a stage that still failed; its flagged result, or None after counting the drops. A full

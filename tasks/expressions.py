@@ -25,7 +25,8 @@ import numpy as np
 from modalink.config import ConfigError, Section, register_section
 from modalink.records import FaceBox
 from modalink.stages import SegmentStage, register
-from tasks.faces_decoding import decode_frames_at
+from tasks.faces_decoding import decode_frames_at, square_face
+from tasks.speaker_face import speaker_boxes, speaker_detections  # noqa: F401 - speaker_boxes: the faces it scores
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 MODEL_FILE = "emotion_model_quantized.tflite"
@@ -92,21 +93,18 @@ def expression_model() -> ExpressionModel:
 
 
 def prepare_face(rgb: np.ndarray, box: FaceBox) -> np.ndarray:
-    """fer's input for one face: the box made square, 10 px more on each side (zeros past the
-    frame's edges), grayscale (BT.601 weights, as OpenCV's), 64x64, scaled to [-1, 1]."""
-    import cv2
+    """fer's input for one face: the box made square, 10 px more on each side (zeros past the frame's
+    edges), grayscale (BT.601 weights, as OpenCV's), 64x64, scaled to [-1, 1]."""
+    return scaled(face_crop(rgb, box))
 
-    side = max(box.w, box.h) + 2 * MARGIN_PX
-    cx, cy = box.x + box.w / 2, box.y + box.h / 2
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    size = int(round(side))
-    crop = np.zeros((size, size), dtype=np.float32)
-    h, w = rgb.shape[:2]
-    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + size), min(h, y0 + size)
-    if sx1 > sx0 and sy1 > sy0:
-        part = rgb[sy0:sy1, sx0:sx1]  # only the face's pixels are converted to grey
-        crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = part[..., 0] * 0.299 + part[..., 1] * 0.587 + part[..., 2] * 0.114
-    face = cv2.resize(np.round(crop).astype(np.uint8), (INPUT_SIZE, INPUT_SIZE))
+
+def face_crop(rgb: np.ndarray, box: FaceBox) -> np.ndarray:
+    """The face as fer sees it, before scaling: square, 10 px margin, grey, 64x64 uint8."""
+    return square_face(rgb, box, MARGIN_PX, INPUT_SIZE)
+
+
+def scaled(face: np.ndarray) -> np.ndarray:
+    """A `face_crop` as fer's input."""
     return (face.astype(np.float32) / 255.0 - 0.5) * 2.0
 
 
@@ -134,18 +132,6 @@ def summarise(times: Sequence[float], scores: np.ndarray) -> Expressions:
                                     for t, row in zip(times, scores)),
                        mean=tuple(round(float(v), 4) for v in mean), top=CLASSES[order[0]],
                        margin=round(float(mean[order[0]] - mean[order[1]]), 4))
-
-
-def speaker_boxes(faces, active: FaceBox) -> list[FaceBox]:
-    """Per analysed frame time, the face box nearest to the active face's centre."""
-    by_time: dict[float, FaceBox] = {}
-    ax, ay = active.x + active.w / 2, active.y + active.h / 2
-    for box in faces:
-        distance = abs(box.x + box.w / 2 - ax) + abs(box.y + box.h / 2 - ay)
-        best = by_time.get(box.time)
-        if best is None or distance < abs(best.x + best.w / 2 - ax) + abs(best.y + best.h / 2 - ay):
-            by_time[box.time] = box
-    return [by_time[t] for t in sorted(by_time)]
 
 
 def score_faces(video_path: str, size: tuple[int, int], boxes: Sequence[Sequence[FaceBox]]) -> list[Expressions | None]:
@@ -189,17 +175,28 @@ class ExpressionsStage(SegmentStage):
             expression_model()
 
     def run_chunk(self, items, options: ExpressionConfig) -> list[Expressions | None]:
+        """The speaker's face crops that `speaker_face` took in its own decoding pass; the segments it took
+        none for (its frame times not the face step's) are decoded here."""
         if not options.enabled:
             return [None] * len(items)
-        boxes = []
-        for item in items:
-            found, speaker = item.results["faces"], item.results["speaker_face"]
-            chosen = [FaceBox(p.x, p.y, p.w, p.h, 1.0, p.time) for p in speaker.face_track if p.kind == "detected"]
-            if speaker.decision != "motion" or not chosen:
-                chosen = speaker_boxes(found.faces, speaker.active)
-            boxes.append(chosen[:options.max_frames])
-        first = items[0]
-        return score_faces(first.video.path, (first.media_info.width, first.media_info.height), boxes)
+        results: list[Expressions | None] = [None] * len(items)
+        undecoded = []
+        for k, item in enumerate(items):
+            speaker = item.results["speaker_face"]
+            if crops := speaker.face_crops[:options.max_frames]:
+                scores = expression_model().scores(np.stack([scaled(face) for _, face in crops]))
+                results[k] = summarise([t for t, _ in crops], scores)
+            else:
+                track = [FaceBox(p.x, p.y, p.w, p.h, 1.0, p.time) for p in speaker.face_track if p.kind == "detected"]
+                chosen = speaker_detections(item.results["faces"], track if speaker.decision == "motion" else None)
+                undecoded.append((k, chosen[:options.max_frames]))
+        if undecoded:
+            first = items[0]
+            found = score_faces(first.video.path, (first.media_info.width, first.media_info.height),
+                                [boxes for _, boxes in undecoded])
+            for (k, _), result in zip(undecoded, found):
+                results[k] = result
+        return results
 
     def record_fields(self, result: Expressions | None, options) -> dict:
         return super().record_fields(result, options) if result is not None else {}

@@ -96,6 +96,24 @@ def grey(frame: "av.VideoFrame", size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
+def square_face(rgb: np.ndarray, box, margin: float, size: int) -> np.ndarray:
+    """The face `box` (source pixels) made square and grown by `margin` px on each side (zeros past the
+    frame's edges), grey by BT.601 weights (as OpenCV's), resized to `size` x `size` uint8."""
+    import cv2
+
+    side = max(box.w, box.h) + 2 * margin
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2
+    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
+    width = int(round(side))
+    crop = np.zeros((width, width), dtype=np.float32)
+    h, w = rgb.shape[:2]
+    sx0, sy0, sx1, sy1 = max(0, x0), max(0, y0), min(w, x0 + width), min(h, y0 + width)
+    if sx1 > sx0 and sy1 > sy0:
+        part = rgb[sy0:sy1, sx0:sx1]  # only the face's pixels are converted to grey
+        crop[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = part[..., 0] * 0.299 + part[..., 1] * 0.587 + part[..., 2] * 0.114
+    return cv2.resize(np.round(crop).astype(np.uint8), (size, size))
+
+
 def frames_at(path: str, times: Sequence[float], skip_unused: bool = True) -> Iterator[tuple[int, "av.VideoFrame"]]:
     """For each of the sorted `times` (seconds from the start of the file), the first frame shown at or
     after it, as ffmpeg's accurate `-ss` picks it: yields (index into times, frame). One decoder, one pass.

@@ -30,6 +30,7 @@ every sampled frame of the segment (detected, interpolated between detections or
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -251,6 +252,8 @@ class SpeakerFace:
     frames: int  # frames sampled in the segment
     active: FaceBox  # the chosen face's detection nearest the midpoint (the record's active_face)
     face_track: tuple[TrackPoint, ...]  # the chosen face over the whole segment
+    # the speaker's face at the face step's frame times (`tasks.expressions.face_crop`), for that stage; not in the record
+    face_crops: tuple[tuple[float, np.ndarray], ...] = ()
 
 
 def score_track(track: int, motion: np.ndarray, opening: np.ndarray, pair_level: np.ndarray,
@@ -297,8 +300,9 @@ def nearest_detection(track: Sequence[FaceBox], time: float) -> FaceBox:
 
 def speaker_in_segment(segment: Segment, faces: FaceResult, grey_frames: dict[float, np.ndarray],
                        frame_scale: tuple[float, float], samples: np.ndarray, rate: int, offset: float,
-                       options: SpeakerFaceConfig) -> SpeakerFace | Drop:
-    """The decision for one segment from its faces, its grey frames (by sample time) and its soundtrack."""
+                       options: SpeakerFaceConfig, detection_crops: dict[FaceBox, np.ndarray] | None = None) -> SpeakerFace | Drop:
+    """The decision for one segment from its faces, its grey frames (by sample time) and its soundtrack;
+    `detection_crops` (each detection's `face_crop`) give the chosen face's `face_crops`."""
     tracks = link_tracks(faces.faces, options.link_iou)
     times = [t for t in sample_times(segment.start, segment.end, options.fps, options.max_frames) if t in grey_frames]
     pair_level = speech_envelope(samples, rate, offset, times)
@@ -321,43 +325,79 @@ def speaker_in_segment(segment: Segment, faces: FaceResult, grey_frames: dict[fl
         (x, y, w, h), kind = box_at(track, t)
         points.append(TrackPoint(time=t, x=round(x, 1), y=round(y, 1), w=round(w, 1), h=round(h, 1), kind=kind))
     chose = decision == "motion"
+    speaker = speaker_detections(faces, track if chose else None)
     return SpeakerFace(decision=decision, method=METHOD, reason=reason, track=chosen,
                        score=scores[chosen].score if chose else None, margin=margin, confident=confident,
                        scores=tuple(scores), frames=len(times),
                        active=nearest_detection(track, segment.midpoint) if chose else faces.active,
-                       face_track=tuple(points))
+                       face_track=tuple(points),
+                       face_crops=tuple((box.time, detection_crops[box]) for box in speaker if box in (detection_crops or {})))
+
+
+def speaker_boxes(faces: Iterable[FaceBox], active: FaceBox) -> list[FaceBox]:
+    """Per analysed frame time, the face box nearest to the active face's centre."""
+    by_time: dict[float, FaceBox] = {}
+    ax, ay = active.x + active.w / 2, active.y + active.h / 2
+    for box in faces:
+        distance = abs(box.x + box.w / 2 - ax) + abs(box.y + box.h / 2 - ay)
+        best = by_time.get(box.time)
+        if best is None or distance < abs(best.x + best.w / 2 - ax) + abs(best.y + best.h / 2 - ay):
+            by_time[box.time] = box
+    return [by_time[t] for t in sorted(by_time)]
+
+
+def speaker_detections(faces: FaceResult, track: Sequence[FaceBox] | None) -> list[FaceBox]:
+    """The speaker's face in each frame the face step analysed: the chosen track's detections, or, when
+    the cue chose none, the face nearest to the largest face in each frame."""
+    if track:
+        return sorted(track, key=lambda box: box.time)
+    return speaker_boxes(faces.faces, faces.active) if faces.active is not None else []
+
 
 
 # ----------------------------------------------------------------------------------------------- stage
 
-def grey_frames_for(path: str, media_info: MediaInfo, segments: Sequence[Segment],
-                    options: SpeakerFaceConfig) -> tuple[list[dict[float, np.ndarray]], tuple[float, float]]:
-    """Each segment's grey frames at its sample times, from one decoding pass over the chunk."""
-    from tasks.faces_decoding import frames_at, grey, scaled_size
+def grey_frames_for(path: str, media_info: MediaInfo, segments: Sequence[Segment], faces: Sequence[FaceResult],
+                    options: SpeakerFaceConfig) -> tuple[list[dict[float, np.ndarray]], tuple[float, float],
+                                                         dict[FaceBox, np.ndarray]]:
+    """Each segment's grey frames at its sample times, from one decoding pass over the chunk, and the
+    `face_crop` of every detection whose frame time is one of them (from the frame at full size, in RGB:
+    the crop the expressions stage would take from the frame it decodes)."""
+    from tasks.expressions import face_crop
+    from tasks.faces_decoding import frames_at, grey, picture, scaled_size
 
     requests = sorted((t, k) for k, s in enumerate(segments)
                       for t in sample_times(s.start, s.end, options.fps, options.max_frames))
+    detected: dict[tuple[float, int], list[FaceBox]] = {}
+    for k, found in enumerate(faces):
+        for box in found.faces:
+            detected.setdefault((box.time, k), []).append(box)
     width, height = scaled_size(media_info.width, media_info.height, options.scale)
     frame_scale = (width / media_info.width, height / media_info.height)
     frames: list[dict[float, np.ndarray]] = [{} for _ in segments]
+    crops: dict[FaceBox, np.ndarray] = {}
     shown, image = None, None
     for wanted, frame in frames_at(path, [t for t, _ in requests]):
         t, k = requests[wanted]
         if frame is not shown:
             shown, image = frame, grey(frame, (width, height))
         frames[k][t] = image
-    return frames, frame_scale
+        if boxes := detected.get((t, k)):
+            rgb = picture(frame, (media_info.width, media_info.height), "rgb24")  # as the expressions stage decodes it
+            crops.update((box, face_crop(rgb, box)) for box in boxes)
+    return frames, frame_scale, crops
 
 
 def speakers_in_chunk(items: Sequence[SegmentInput], options: SpeakerFaceConfig) -> list[SpeakerFace | Drop]:
     first = items[0]
     segments = [item.segment for item in items]
-    frames, frame_scale = grey_frames_for(first.video.path, first.media_info, segments, options)
+    faces = [item.results["faces"] for item in items]
+    frames, frame_scale, crops = grey_frames_for(first.video.path, first.media_info, segments, faces, options)
     results = []
-    for item, grey in zip(items, frames):
+    for item, found, grey in zip(items, faces, frames):
         audio = read_span(item.soundtrack, item.segment.start, item.segment.end)
-        results.append(speaker_in_segment(item.segment, item.results["faces"], grey, frame_scale, audio.samples(),
-                                          audio.rate, item.segment.start, options))
+        results.append(speaker_in_segment(item.segment, found, grey, frame_scale, audio.samples(),
+                                          audio.rate, item.segment.start, options, crops))
     return results
 
 
@@ -384,7 +424,7 @@ class SpeakerFaceStage(SegmentStage):
     needs = ("faces",)
     drops = (DROP_OFF_SCREEN,)
     per_chunk = True
-    code = ("tasks.faces_decoding",)
+    code = ("tasks.faces_decoding", "tasks.expressions")  # the frames it decodes, the face crops it takes
     schema = {
         "type": "object", "additionalProperties": False,
         "required": ["decision", "method", "reason", "track", "score", "margin", "confident", "scores", "frames",
@@ -413,6 +453,6 @@ class SpeakerFaceStage(SegmentStage):
     def record_fields(self, result: SpeakerFace, options) -> dict:
         from modalink.stages import plain
 
-        entry = plain(result)
-        del entry["active"]
+        entry = plain(dataclasses.replace(result, face_crops=()))
+        del entry["active"], entry["face_crops"]
         return {"active_face": face_box(result.active), "custom": {self.name: entry}}

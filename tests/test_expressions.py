@@ -57,3 +57,35 @@ def test_the_stage_needs_the_chosen_speaker_and_has_its_own_section():
     stage = get_stage("expressions")
     assert stage.needs == ("faces", "speaker_face") and stage.per_chunk
     assert isinstance(Config().section("expressions"), ExpressionConfig)
+
+
+def test_the_crops_speaker_face_took_score_as_the_frames_decoded_again(media, tmp_path, monkeypatch):
+    """The stage scores the speaker's face crops that speaker_face took in its own decoding pass; without
+    them it decodes the frames itself. Same frames, same faces, same scores, and with the crops nothing is
+    decoded again."""
+    import dataclasses
+
+    from modalink.config import AudioConfig
+    from modalink.stages import SegmentInput
+    from tasks import expressions
+    from tasks.audio import extract_audio
+    from tasks.speaker_face import SpeakerFaceConfig, speakers_in_chunk
+
+    video = local_video(media / EXPRESSION_CLIP)
+    info = probe(video.path)
+    segment = Segment(video.video_id, 0, 0, 0.0, 6.0)
+    found, = detect_faces_in_segments(video, info, [segment], FaceConfig())
+    soundtrack = extract_audio(video.path, str(tmp_path / "a.wav"), AudioConfig()).path
+    item = SegmentInput(video, segment, info, soundtrack, "/unused", {"faces": found})
+    speaker, = speakers_in_chunk([item], SpeakerFaceConfig())
+    assert [t for t, _ in speaker.face_crops] == sorted(box.time for box in found.faces) and len(found.faces) == 6
+    stage, options = expressions.ExpressionsStage(), ExpressionConfig()
+    without = dataclasses.replace(item, results={"faces": found, "speaker_face": dataclasses.replace(speaker, face_crops=())})
+    decoded, = stage.run_chunk([without], options)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+    monkeypatch.setattr(expressions, "decode_frames_at", no_decoding)
+    from_crops, = stage.run_chunk([dataclasses.replace(item, results={"faces": found, "speaker_face": speaker})], options)
+    assert [f.time for f in from_crops.frames] == [f.time for f in decoded.frames]
+    assert from_crops == decoded
