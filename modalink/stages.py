@@ -72,7 +72,9 @@ class SegmentInput:
         """What the result may depend on, besides the options: nothing tied to one machine's folders."""
         # overlap_s is only reported (speakers.overlap = flag): it changes no stage's result, so it is left out
         segment = dataclasses.replace(self.segment, overlap_s=0.0)
-        return (self.video.video_id, self.video.fingerprint, segment, self.media_info, dict(self.results))
+        results = {name: result.cache_form() if hasattr(result, "cache_form") else result
+                   for name, result in self.results.items()}
+        return (self.video.video_id, self.video.fingerprint, segment, self.media_info, results)
 
 
 class SegmentStage:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -254,6 +255,15 @@ class SpeakerFace:
     face_track: tuple[TrackPoint, ...]  # the chosen face over the whole segment
     # the speaker's face at the face step's frame times (`tasks.expressions.face_crop`), for that stage; not in the record
     face_crops: tuple[tuple[float, np.ndarray], ...] = ()
+
+    def cache_form(self) -> SpeakerFace:
+        """As the cache keys of the stages that need it see it: the face crops by a digest of their times
+        and pixels (an array's pickle is not the same made here and loaded from the cache)."""
+        digest = hashlib.sha256()
+        for time, crop in self.face_crops:
+            digest.update(f"{time}:{crop.shape}:{crop.dtype}".encode())
+            digest.update(np.ascontiguousarray(crop).tobytes())
+        return dataclasses.replace(self, face_crops=((0.0, digest.hexdigest()),))
 
 
 def score_track(track: int, motion: np.ndarray, opening: np.ndarray, pair_level: np.ndarray,

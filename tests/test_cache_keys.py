@@ -128,3 +128,29 @@ def test_keys_do_not_depend_on_the_staging_folder(base_keys):
         None, {"stage_name": stage.name, "work": [item], "options": stage.options(cfg),
                "key_sections": {n: cfg.section(n) for n in stage.key_sections(cfg)}}, {})
     assert key == base_keys["google"][stage.name]
+
+
+def test_a_later_stage_keys_the_speakers_face_crops_by_their_pixels(base_keys):
+    """The expressions stage is keyed by speaker_face's crops as pixels: a crop made here (a view of a
+    bigger array) and the same crop loaded from the cache give one key; other pixels another."""
+    import pickle
+
+    import numpy as np
+
+    from tasks.speaker_face import SpeakerFace
+
+    cfg, stage = BASES["google"], next(s for s in segment_stages() if s.name == "expressions")
+    picture = np.arange(64 * 128, dtype=np.uint8).reshape(64, 128)
+    made_here = picture[:, ::2]
+    speaker = SpeakerFace("motion", "m", None, 0, 0.5, None, True, (), 3, None, (), face_crops=((1.0, made_here),))
+
+    def key(result):
+        item = SegmentInput(VIDEO, SEGMENT, MEDIA_INFO, AUDIO.path, "/staging", results={"speaker_face": result})
+        return stage_task(stage, cfg).cache_policy.compute_key(
+            None, {"stage_name": stage.name, "work": [item], "options": stage.options(cfg),
+                   "key_sections": {n: cfg.section(n) for n in stage.key_sections(cfg)}}, {})
+
+    assert not made_here.flags["C_CONTIGUOUS"]
+    assert key(speaker) == key(pickle.loads(pickle.dumps(speaker)))
+    other = dataclasses.replace(speaker, face_crops=((1.0, 255 - made_here),))
+    assert key(other) != key(speaker)
