@@ -1,8 +1,9 @@
 """The registered segment stages run over the segments of one video, with one policy for all.
 
-Per-chunk stages run first, on chunks of consecutive segments (`chunk_size` of the first one); as
-soon as a chunk is done, each of its kept segments gets its per-segment stages, each submitted
-with the futures of the stages it needs, so they run as soon as those are done. A stage's answer
+Per-chunk stages run first, on chunks of consecutive segments (`chunk_size` of the first one); each
+chunk moves to its next per-chunk stage as soon as it is done with one, whatever the other chunks are
+at, and once through them each of its kept segments gets its per-segment stages, each submitted with
+the futures of the stages it needs, so they run as soon as those are done. A stage's answer
 `Drop(reason)` drops the segment under that reason; a stage that still fails after its retries
 either gives a flagged result (`failed_result`) or drops the segment as `error`, and the error is
 logged with where it happened; the stages that need a flagged result run again on it. Nothing else
@@ -10,9 +11,10 @@ drops a segment. A full disk is no stage's failure: it stops the video, and the 
 """
 from __future__ import annotations
 
+import queue
 import time
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import quote
@@ -23,6 +25,7 @@ from modalink.records import DROP_ERROR, MediaInfo, Segment, SegmentRecord, Vide
 from modalink.shared_media import SharedMedia
 from modalink.stages import Drop, SegmentInput, SegmentStage
 from modalink.storage import no_space_left
+from modalink.timing import usable_cores
 from tasks.base import stage_task
 from tasks.publish import ErrorLog
 
@@ -95,6 +98,58 @@ class StageRun:
             fields["custom"] = custom
 
 
+def run_chunk_stages(run: StageRun, per_chunk: list[SegmentStage], video: Video, chunks: list[list[SegmentInput]],
+                     through: Callable[[int, list[SegmentInput]], None]) -> None:
+    """Each chunk through the per-chunk stages; `through(chunk number, items)` gets the items that every
+    one kept, with their results, as soon as that chunk is done.
+
+    The chunks move on independently: as soon as a chunk's task is done, its next stage is submitted,
+    whatever the other chunks are at. The first stage is kept `usable_cores()` chunks ahead, so the task
+    runner's queue never fills with first-stage tasks that the others would wait behind."""
+    finished: queue.SimpleQueue = queue.SimpleQueue()
+    at: dict[PrefectFuture, tuple[int, int, list[SegmentInput]]] = {}  # future -> (chunk, stage, its items)
+    waiting = iter(range(len(chunks)))
+
+    def submit(number: int, k: int, chunk: list[SegmentInput]) -> None:
+        future = run.submit(per_chunk[k], chunk)
+        at[future] = (number, k, chunk)
+        future.add_done_callback(finished.put)
+
+    def start_next_chunk() -> None:
+        if (number := next(waiting, None)) is not None:
+            submit(number, 0, chunks[number])
+
+    if not per_chunk:
+        for number, chunk in enumerate(chunks):
+            through(number, chunk)
+        return
+    for _ in range(usable_cores()):
+        start_next_chunk()
+    while at:
+        future = finished.get()
+        number, k, chunk = at.pop(future)
+        if k == 0:
+            start_next_chunk()
+        results, error = outcome(future)
+        stage = per_chunk[k]
+        if error is not None:
+            where = f"video {video.video_id} segments {chunk[0].segment.name}..{chunk[-1].segment.name}"
+            flagged = run.failed(stage, where, error, len(chunk))
+            if flagged is None:
+                continue
+            results = [flagged] * len(chunk)
+        survivors = []
+        for item, result in zip(chunk, results):
+            if isinstance(result, Drop):
+                run.drop(result.reason)
+            else:
+                survivors.append(replace(item, results={**item.results, stage.name: result}))
+        if survivors and k + 1 < len(per_chunk):
+            submit(number, k + 1, survivors)
+        elif survivors:
+            through(number, survivors)
+
+
 def run_stages(stages: list[SegmentStage], cfg: Config, errors: ErrorLog, dropped: dict[str, int], video: Video,
                media_info: MediaInfo, soundtrack: str, staging_dir: str, segments: list[Segment],
                shared: SharedMedia | None = None) -> list[SegmentRecord]:
@@ -106,35 +161,20 @@ def run_stages(stages: list[SegmentStage], cfg: Config, errors: ErrorLog, droppe
     per_segment = [stage for stage in stages if not stage.per_chunk]
     items = [SegmentInput(video, segment, media_info, soundtrack, staging_dir, shared=shared) for segment in segments]
     chunks = chunked(items, per_chunk[0].chunk_size(cfg) if per_chunk else max(1, len(items)))
-    first = [run.submit(per_chunk[0], chunk) for chunk in chunks] if per_chunk else []
+    by_chunk: dict[int, list[tuple[SegmentInput, dict[str, PrefectFuture]]]] = {}
 
-    submitted: list[tuple[SegmentInput, dict[str, PrefectFuture]]] = []
-    for number, chunk in enumerate(chunks):
-        for k, stage in enumerate(per_chunk):
-            if not chunk:
-                break
-            results, error = outcome(first[number] if k == 0 else run.submit(stage, chunk))
-            if error is not None:
-                where = f"video {video.video_id} segments {chunk[0].segment.name}..{chunk[-1].segment.name}"
-                flagged = run.failed(stage, where, error, len(chunk))
-                if flagged is None:
-                    chunk = []
-                    break
-                results = [flagged] * len(chunk)
-            kept = []
-            for item, result in zip(chunk, results):
-                if isinstance(result, Drop):
-                    run.drop(result.reason)
-                else:
-                    kept.append(replace(item, results={**item.results, stage.name: result}))
-            chunk = kept
+    def submit_segment_stages(number: int, chunk: list[SegmentInput]) -> None:
+        by_chunk[number] = []
         for item in chunk:
             futures: dict[str, Any] = {}
             for stage in per_segment:
                 from_chunks = {name: item.results[name] for name in stage.needs if name not in futures}
                 needed = {name: futures[name] for name in stage.needs if name in futures}
                 futures[stage.name] = run.submit(stage, replace(item, results=from_chunks), needed)
-            submitted.append((item, futures))
+            by_chunk[number].append((item, futures))
+
+    run_chunk_stages(run, per_chunk, video, chunks, submit_segment_stages)
+    submitted = [pair for number in sorted(by_chunk) for pair in by_chunk[number]]
 
     records = []
     progress = Progress(video.video_id, len(submitted), progress_logger(), started=started) if len(submitted) > 1 else None
