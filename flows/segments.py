@@ -161,10 +161,9 @@ def run_stages(stages: list[SegmentStage], cfg: Config, errors: ErrorLog, droppe
     per_segment = [stage for stage in stages if not stage.per_chunk]
     items = [SegmentInput(video, segment, media_info, soundtrack, staging_dir, shared=shared) for segment in segments]
     chunks = chunked(items, per_chunk[0].chunk_size(cfg) if per_chunk else max(1, len(items)))
-    by_chunk: dict[int, list[tuple[SegmentInput, dict[str, PrefectFuture]]]] = {}
+    by_chunk: list[list[tuple[SegmentInput, dict[str, PrefectFuture]]]] = [[] for _ in chunks]
 
     def submit_segment_stages(number: int, chunk: list[SegmentInput]) -> None:
-        by_chunk[number] = []
         for item in chunk:
             futures: dict[str, Any] = {}
             for stage in per_segment:
@@ -174,7 +173,7 @@ def run_stages(stages: list[SegmentStage], cfg: Config, errors: ErrorLog, droppe
             by_chunk[number].append((item, futures))
 
     run_chunk_stages(run, per_chunk, video, chunks, submit_segment_stages)
-    submitted = [pair for number in sorted(by_chunk) for pair in by_chunk[number]]
+    submitted = [pair for pairs in by_chunk for pair in pairs]  # in the segments' order
 
     records = []
     progress = Progress(video.video_id, len(submitted), progress_logger(), started=started) if len(submitted) > 1 else None
