@@ -72,10 +72,13 @@ class TemporaryServer:
 
     def start(self) -> None:
         self.port = free_port()
-        # A server that lives for one run: no event feed to store for a UI and no automations to
-        # trigger (flow and task runs are still recorded), unless asked for.
+        # A server that lives for one run and that nobody reads afterwards: no event feed to store for
+        # a UI, no automations to trigger, and no task runs recorded from their events (flow runs
+        # still are; the task runs' states, results and caches live in this process and in the
+        # dataset's storage). Each is on again when the environment asks for it.
         unused_services = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
-                           "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false"}
+                           "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+                           "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false"}
         env = {**unused_services, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1", "MODALINK_RUN_PID": str(os.getpid())}
         # Its messages go to a log file, not to the run's console: stopping it while its task run

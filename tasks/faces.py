@@ -79,7 +79,7 @@ def detect_faces_in_segments(video: Video, media_info: MediaInfo, segments: Sequ
     jpegs: dict[int, bytes] = {}
 
     def frames_for_mtcnn() -> Iterator[tuple[tuple[float, int], "av.VideoFrame"]]:
-        for wanted, frame in frames_at(video.path, [t for t, _, _ in requests]):
+        for wanted, frame in frames_at(video.path, [t for t, _, _ in requests], deblock=config.deblock):
             t, k, is_midpoint = requests[wanted]
             if is_midpoint:
                 jpegs[k] = encode_jpeg(frame, config.jpeg_quality)

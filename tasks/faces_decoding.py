@@ -43,9 +43,9 @@ def just_after(at: float, times: Sequence[float], window: float) -> bool:
 
 
 def decode_frames_at(path: str, times: Sequence[float], size: tuple[int, int],
-                     skip_unused: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+                     skip_unused: bool = True, deblock: bool = True) -> Iterator[tuple[int, np.ndarray]]:
     """`frames_at`, each frame as an RGB array of `size`."""
-    return as_rgb(frames_at(path, times, skip_unused), size)
+    return as_rgb(frames_at(path, times, skip_unused, deblock), size)
 
 
 def as_rgb(frames: Iterable[tuple[T, "av.VideoFrame"]], size: tuple[int, int]) -> Iterator[tuple[T, np.ndarray]]:
@@ -114,13 +114,18 @@ def square_face(rgb: np.ndarray, box, margin: float, size: int) -> np.ndarray:
     return cv2.resize(np.round(crop).astype(np.uint8), (size, size))
 
 
-def frames_at(path: str, times: Sequence[float], skip_unused: bool = True) -> Iterator[tuple[int, "av.VideoFrame"]]:
+def frames_at(path: str, times: Sequence[float], skip_unused: bool = True,
+              deblock: bool = True) -> Iterator[tuple[int, "av.VideoFrame"]]:
     """For each of the sorted `times` (seconds from the start of the file), the first frame shown at or
     after it, as ffmpeg's accurate `-ss` picks it: yields (index into times, frame). One decoder, one pass.
 
     With `skip_unused`, frames that no other frame refers to (most B-frames) are not decoded unless they
     lie just after one of the times: on H.264 that halves the decoding work, and the frames returned
     are the same (when a frame after a long gap leaves that in doubt, the time is decoded again in full).
+
+    Without `deblock`, the decoder skips its in-loop deblocking filter (H.264, HEVC: ffmpeg's
+    skip_loop_filter): about 40 % less decoding work, frames within a few grey levels of the filtered
+    ones (BENCHMARKS.md); decoders without such a filter ignore it.
     """
     import av
 
@@ -134,6 +139,8 @@ def frames_at(path: str, times: Sequence[float], skip_unused: bool = True) -> It
         stream = container.streams.video[0]
         # One thread: this decoder runs beside MTCNN, and frame threads cost more CPU in all (BENCHMARKS.md).
         stream.thread_type = "NONE"
+        if not deblock:
+            stream.codec_context.options = {"skip_loop_filter": "all"}
         origin = (container.start_time or 0) / 1_000_000  # what ffmpeg's -ss counts from
         wanted_at = [origin + t - 1e-3 for t in times]  # a frame at or after this serves that time
         rate = float(stream.average_rate or stream.guessed_rate or 30)
