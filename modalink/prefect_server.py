@@ -36,6 +36,23 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# A server that lives for one run and that nobody reads afterwards: no event feed to store for a UI,
+# no automations to trigger, and no task runs recorded from their events (flow runs still are; the
+# task runs' states, results and caches live in the run's process and in the dataset's storage).
+# Recording the task runs cost the server about 7 of its 15-17 CPU seconds on the 10-minute benchmark
+# input (BENCHMARKS.md).
+UNUSED_SERVICES = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+                   "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
+                   "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false"}
+
+
+def server_environment(environ) -> dict[str, str]:
+    """The temporary server's environment: `environ` with the services of UNUSED_SERVICES off unless it
+    turns them on, no UI, and the run's process id (`exit_with_run`)."""
+    return {**UNUSED_SERVICES, **environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1", "MODALINK_RUN_PID": str(os.getpid())}
+
+
 class TemporaryServer:
     """A Prefect API server in a child process, for one run."""
 
@@ -72,15 +89,7 @@ class TemporaryServer:
 
     def start(self) -> None:
         self.port = free_port()
-        # A server that lives for one run and that nobody reads afterwards: no event feed to store for
-        # a UI, no automations to trigger, and no task runs recorded from their events (flow runs
-        # still are; the task runs' states, results and caches live in this process and in the
-        # dataset's storage). Each is on again when the environment asks for it.
-        unused_services = {"PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
-                           "PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED": "false",
-                           "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false"}
-        env = {**unused_services, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT__SERVER_FINAL": "1", "MODALINK_RUN_PID": str(os.getpid())}
+        env = server_environment(os.environ)
         # Its messages go to a log file, not to the run's console: stopping it while its task run
         # recorder holds the last events of the run makes Prefect log a traceback at shutdown. It runs
         # in a session of its own, so that Ctrl-C in the terminal reaches only this process, which

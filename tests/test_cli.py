@@ -81,10 +81,12 @@ def test_a_run_without_a_prefect_server_starts_its_own_and_stops_it(media, tmp_p
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "segments kept:   1" in result.stderr
-    with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:  # the runs were recorded by that server
+    with sqlite3.connect(tmp_path / "prefect-home" / "prefect.db") as db:  # the flow runs were recorded by that server
         flow_runs = dict(db.execute("select name, state_type from flow_run").fetchall())
-        task_states = {state for state, in db.execute("select state_type from task_run")}
-    assert len(flow_runs) == 2 and set(flow_runs.values()) == {"COMPLETED"} and task_states == {"COMPLETED"}
+        task_runs = db.execute("select state_type from task_run").fetchall()
+    assert len(flow_runs) == 2 and set(flow_runs.values()) == {"COMPLETED"}
+    # the task runs were not (no task run recorder): only the video subflow's own, created through the API
+    assert task_runs == [("COMPLETED",)]
     assert "telemetry" not in result.stderr and "View at" not in result.stderr  # offline, and no UI to link to
     assert temporary_servers(env["PREFECT_HOME"]) == []
 
@@ -302,6 +304,15 @@ def test_other_answers_pass_through_once(status):
     app, bodies = answering([status])
     sent = serve_once(BusyRetries(app, every_s=0.01), [b"{}"])
     assert len(bodies) == 1 and sent[0]["status"] == status and b"retry-after" not in dict(sent[0]["headers"])
+
+
+def test_the_temporary_server_records_no_task_runs_unless_the_environment_asks():
+    from modalink.prefect_server import server_environment
+
+    recorder = "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED"
+    assert server_environment({"PATH": "/bin"})[recorder] == "false"
+    assert server_environment({recorder: "true"})[recorder] == "true"
+    assert server_environment({"PREFECT_UI_ENABLED": "1"})["PREFECT_UI_ENABLED"] == "0"  # never a UI
 
 
 def test_the_temporary_servers_output_goes_to_its_log_file(tmp_path, monkeypatch, capfd):

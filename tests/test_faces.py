@@ -163,6 +163,24 @@ def test_skipping_unused_frames_returns_the_same_frames(media, tmp_path, name, t
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(full, skipping))
 
 
+@pytest.mark.parametrize("name, filtered", [
+    ("face_nospeech_liveportrait_d18.mp4", True),  # H.264: its deblocking filter is skipped
+    ("av_grid_bbaf2n.mpg", False),  # MPEG-1 has no such filter: the same pixels
+])
+def test_frames_decoded_without_deblocking_are_the_same_frames_within_a_few_grey_levels(media, name, filtered):
+    import numpy as np
+
+    from tasks.faces_decoding import decode_frames_at
+
+    times = [0.5, 1.5, 2.5]
+    exact = list(decode_frames_at(str(media / name), times, (160, 128)))
+    fast = list(decode_frames_at(str(media / name), times, (160, 128), deblock=False))
+    assert [k for k, _ in fast] == [k for k, _ in exact] == [0, 1, 2]
+    differences = [np.abs(a.astype(int) - b.astype(int)) for (_, a), (_, b) in zip(exact, fast)]
+    assert all(d.mean() < 1.0 for d in differences), [d.mean() for d in differences]
+    assert any(d.max() > 0 for d in differences) == filtered
+
+
 def test_float32_batches_give_the_same_faces_as_float64(media, monkeypatch):
     """mtcnn normalises a batch in float64; tasks.faces_mtcnn.float32_batch does it in float32, exactly."""
     import mtcnn.mtcnn as detector_module
