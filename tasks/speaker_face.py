@@ -52,7 +52,6 @@ class SpeakerFaceConfig(Section):
     fps: float = 10.0  # frames sampled per second inside a segment for the mouth motion (QUALITY.md)
     max_frames: int = 150  # at most this many frames per segment (15 s at 10 fps)
     scale: float = 0.5  # frames are decoded at this fraction of the source size
-    deblock: bool = False  # decode with the codec's deblocking filter (off: about 40 % less decoding; BENCHMARKS.md)
     mouth_left: float = 0.1  # the mouth region, as fractions of the face box's width ...
     mouth_right: float = 0.9
     mouth_top: float = 0.5  # ... and of its height, from its top
@@ -388,7 +387,7 @@ def grey_frames_for(path: str, media_info: MediaInfo, segments: Sequence[Segment
     frames: list[dict[float, np.ndarray]] = [{} for _ in segments]
     crops: dict[FaceBox, np.ndarray] = {}
     shown, image = None, None
-    for wanted, frame in frames_at(path, [t for t, _ in requests], deblock=options.deblock):
+    for wanted, frame in frames_at(path, [t for t, _ in requests]):
         t, k = requests[wanted]
         if frame is not shown:
             shown, image = frame, grey(frame, (width, height))
