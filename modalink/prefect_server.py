@@ -90,8 +90,8 @@ class TemporaryServer:
     def start(self) -> None:
         self.port = free_port()
         env = server_environment(os.environ)
-        # Its messages go to a log file, not to the run's console: stopping it while its task run
-        # recorder holds the last events of the run makes Prefect log a traceback at shutdown. It runs
+        # Its messages go to a log file, not to the run's console: stopping it while a service (the task
+        # run recorder, when turned on) holds the last events of the run makes Prefect log a traceback. It runs
         # in a session of its own, so that Ctrl-C in the terminal reaches only this process, which
         # unwinds the run while the server still answers and then stops it (with the terminal's
         # SIGINT the server died at once, and every task thread waited minutes on API retries). If
@@ -212,7 +212,8 @@ class BusyRetries:
     Prefect's server answers 503 when SQLite refuses a write because another one is committing
     (a write transaction that started from an older snapshot fails at once, whatever the busy
     timeout). Nothing of the refused request was committed, so running it again is what the client
-    would do; the refused requests are run again one at a time, so that they do not refuse each other; Prefect's client alone waits 2 s, then 4 s, and gives up after five tries. 60 task runs
+    would do, and the refused requests are run again one at a time, so that they do not refuse each
+    other; Prefect's client alone waits 2 s, then 4 s, and gives up after five tries. 60 task runs
     created at once on the plain app over SQLite meet `database is locked`; behind this middleware all
     are created (BENCHMARKS.md, Throughput)."""
 

@@ -124,8 +124,8 @@ def frames_at(path: str, times: Sequence[float], skip_unused: bool = True,
     are the same (when a frame after a long gap leaves that in doubt, the time is decoded again in full).
 
     Without `deblock`, the decoder skips its in-loop deblocking filter (H.264, HEVC: ffmpeg's
-    skip_loop_filter): about 40 % less decoding work, frames within a few grey levels of the filtered
-    ones (BENCHMARKS.md); decoders without such a filter ignore it.
+    skip_loop_filter): about a quarter less decoding work for the face step's frames, frames within a
+    few grey levels of the filtered ones (BENCHMARKS.md); decoders without such a filter ignore it.
     """
     import av
 
