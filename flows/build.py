@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.futures import PrefectFuture
@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from modalink import lease, timing
 from modalink.config import Config
+from modalink.exports import exporters
 from modalink.records import DROP_OVERLAP, DROP_TOO_SHORT, Video, VideoRecord
 from modalink.result_storage import FinishedVideos, result_storage_for
 from modalink.shared_media import SharedMedia, check_shareable, share_soundtrack, share_source
@@ -67,10 +68,17 @@ def media_retries(cfg: Config) -> dict[str, Any]:
     return configured_retries(cfg.run.retries, cfg.run.retry_delay_s)
 
 
+def step_preloaders(cfg: Config) -> list[Callable[[], object]]:
+    """What the run will need, in the order it needs it: the speakers step's model (CAM++, or librosa's
+    MFCC code), what each stage preloads (TensorFlow and MTCNN), then what the configured exports import."""
+    formats = cfg.section("export").formats
+    return [partial(load_speaker_model, cfg.speakers), *(partial(stage.preload, cfg) for stage in segment_stages()),
+            *(exporter.preload for exporter in exporters() if exporter.name in formats)]
+
+
 def preload_step_libraries(cfg: Config) -> None:
-    """The speakers step's model (CAM++, or librosa's MFCC code) and what each stage preloads (TensorFlow
-    and MTCNN), on a thread of their own (a no-op once loaded)."""
-    load_in_background(partial(load_speaker_model, cfg.speakers), *(partial(stage.preload, cfg) for stage in segment_stages()))
+    """`step_preloaders` on a thread of their own (each a no-op once loaded)."""
+    load_in_background(*step_preloaders(cfg))
 
 
 def prepare_stages(cfg: Config) -> None:

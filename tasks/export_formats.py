@@ -160,6 +160,12 @@ class HuggingFaceExport(BuiltExporter):
             return "needs pyarrow and datasets (pip install 'modalink[exports]')"
         return None
 
+    def preload(self) -> None:
+        if self.available() is None:  # datasets' import alone takes most of a second
+            import pyarrow.parquet  # noqa: F401
+
+            hf_features(list(MELD_CLASSES))
+
     def inputs(self, storage: DatasetStorage, records: DatasetRecords) -> Any:
         return {**super().inputs(storage, records), "classes": label_classes(storage)}
 

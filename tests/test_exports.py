@@ -214,3 +214,25 @@ def test_export_command(dataset, tmp_path, capsys):
     assert "hf               written" in err and "README.md        written" in err and "webdataset" not in err
     assert (copy / "hf" / "data").is_dir() and (copy / "README.md").is_file()
     assert main(["export", str(copy), "--only", "nothing"]) == 2
+
+
+def test_the_run_preloads_what_the_configured_exports_import():
+    """The flow's background preload ends with the exporters' imports, for the formats configured only;
+    the Parquet export's preload imports Hugging Face datasets (in a fresh interpreter, where nothing had)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flows.build import step_preloaders
+    from modalink.config import Config
+
+    def preloaded(formats):
+        loaders = step_preloaders(Config.load(overrides={"export": {"formats": formats}}))
+        return [getattr(loader, "__self__", None).name for loader in loaders if hasattr(loader, "__self__")]
+
+    assert preloaded(["hf", "lhotse"]) == ["hf", "lhotse"]  # in the exports' order
+    assert preloaded(["meld.csv"]) == ["meld.csv"]
+    assert preloaded([]) == []
+    check = ("import sys; from tasks.export_formats import HuggingFaceExport; assert 'datasets' not in sys.modules; "
+             "HuggingFaceExport().preload(); assert 'datasets' in sys.modules and 'pyarrow.parquet' in sys.modules")
+    subprocess.run([sys.executable, "-c", check], cwd=Path(__file__).resolve().parents[1], check=True)
