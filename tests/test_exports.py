@@ -228,7 +228,7 @@ def test_the_run_preloads_what_the_configured_exports_import():
 
     def preloaded(formats):
         loaders = step_preloaders(Config.load(overrides={"export": {"formats": formats}}))
-        return [getattr(loader, "__self__", None).name for loader in loaders if hasattr(loader, "__self__")]
+        return [loader.__self__.name for loader in loaders if hasattr(loader, "__self__")]  # bound: exporters
 
     assert preloaded(["hf", "lhotse"]) == ["hf", "lhotse"]  # in the exports' order
     assert preloaded(["meld.csv"]) == ["meld.csv"]

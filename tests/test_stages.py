@@ -60,6 +60,21 @@ def test_a_per_chunk_stage_cannot_need_a_per_segment_one(registry):
         segment_stages()
 
 
+def test_installed_stage_entry_points_are_read_once_per_process(monkeypatch):
+    """`discover` runs for every record validated: the installed packages' metadata is read only the
+    first time (reading it again cost about 10 ms a record)."""
+    import importlib.metadata
+
+    stages_module.discover()
+
+    def read_again(**kwargs):
+        raise AssertionError("the entry points were read again")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", read_again)
+    stages_module.discover()
+    assert [stage.name for stage in segment_stages()][:2] == ["faces", "speaker_face"]
+
+
 def test_the_stages_command_lists_them_in_order_with_sections_and_needs():
     env = {**os.environ, "MODALINK_STAGES": str(LOUDNESS)}
     listed = subprocess.run([sys.executable, "-m", "modalink.cli", "stages", "--json"], capture_output=True, text=True,
