@@ -230,11 +230,13 @@ class WhisperOptions(Section):
     beam_size: int = 5
     turns_together: bool = True  # pieces cut at speaker turns: heard in one decoding of their speech (False: each clip alone)
     threads: int = runtime(1)  # CTranslate2 threads per call (0: one per usable CPU core)
+    workers: int = runtime(0)  # calls decoded at once by one loaded model (0: one per usable CPU core)
 
     def problems(self) -> list[str]:
         return [message for ok, message in [
             (self.beam_size >= 1, "asr.whisper.beam_size must be >= 1"),
             (self.threads >= 0, "asr.whisper.threads must be >= 0"),
+            (self.workers >= 0, "asr.whisper.workers must be >= 0"),
         ] if not ok]
 
 

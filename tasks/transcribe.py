@@ -115,7 +115,7 @@ class GoogleBackend(AsrBackend):
             raise TranscriptionError(f"google speech API: {redact(exc)}") from None
 
 
-_whisper_models: dict[tuple[str, str, int], object] = {}
+_whisper_models: dict[tuple[str, str, int, int], object] = {}
 _whisper_lock = threading.Lock()
 
 
@@ -131,14 +131,16 @@ class WhisperBackend(AsrBackend):
         return self.config.language.split("-")[0].lower()
 
     def load(self):
-        threads = self.config.whisper.threads or usable_cores()
-        key = (resolve_whisper_model(self.model), self.config.whisper.compute_type, threads)
+        options = self.config.whisper
+        key = (resolve_whisper_model(self.model), options.compute_type, options.threads or usable_cores(),
+               options.workers or usable_cores())
         with _whisper_lock:
             if key not in _whisper_models:
                 from faster_whisper import WhisperModel
 
                 try:
-                    _whisper_models[key] = WhisperModel(key[0], device="cpu", compute_type=key[1], cpu_threads=key[2])
+                    _whisper_models[key] = WhisperModel(key[0], device="cpu", compute_type=key[1], cpu_threads=key[2],
+                                                           num_workers=key[3])
                 except Exception as exc:  # noqa: BLE001 - missing files, no network for a hub name, ...
                     raise ConfigError(f"cannot load whisper model {self.model!r}: {exc}") from None
             return _whisper_models[key]

@@ -105,6 +105,7 @@ def test_a_moved_option_says_where_it_is_now(old, new):
 
 @pytest.mark.parametrize("overrides, message", [
     ({"asr": {"whisper": {"beam_size": 0}}}, "asr.whisper.beam_size must be >= 1"),
+    ({"asr": {"whisper": {"workers": -1}}}, "asr.whisper.workers must be >= 0"),
     ({"asr": {"google": {"timeout_s": 0}}}, "asr.google.timeout_s must be > 0"),
     ({"faces": {"jpeg_quality": 40}}, "faces.jpeg_quality"),
     ({"run": {"runner": "ray"}}, "run.runner must be threads or dask"),

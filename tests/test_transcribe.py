@@ -55,6 +55,17 @@ def test_whisper_model_is_loaded_once(jfk_wav):
     assert backend.load() is backend.load() is WhisperBackend(AsrConfig(backend="whisper", language="en")).load()
 
 
+def test_whisper_decodes_as_many_calls_at_once_as_configured(jfk_wav):
+    """By default one call per usable core runs at once (CTranslate2 queues the others); each call on
+    `asr.whisper.threads` threads."""
+    from modalink.timing import usable_cores
+
+    default = WhisperBackend(AsrConfig(backend="whisper", language="en-US")).load().model
+    assert default.num_workers == usable_cores()
+    three = AsrConfig(backend="whisper", language="en-US", whisper=WhisperOptions(workers=3))
+    assert WhisperBackend(three).load().model.num_workers == 3
+
+
 def dask_worker_environ() -> dict[str, str]:
     """What distributed's nanny sets before a worker starts (OMP_NUM_THREADS=1 and the like)."""
     import dask
