@@ -36,6 +36,7 @@ from tasks.audio import extract_audio_task
 from tasks.base import MediaError, configured_retries, load_in_background, one_blas_thread
 from tasks.probe import probe_task
 from tasks.publish import ErrorLog, publish_media, publish_records_task, write_summary_task
+from tasks.speaker_frames import Handover
 from tasks.speakers import load_speaker_model, split_speakers_task
 from tasks.vad import detect_speech_task
 
@@ -131,6 +132,7 @@ def process_video(video: Video, out: str, config: dict[str, Any]) -> VideoOutcom
         inputs = share_soundtrack(storage, share_source(storage, out, video.path, video.fingerprint), audio.path)
     kept = run_stages(segment_stages(), cfg, errors, record.segments_dropped, video, media_info, audio.path,
                       staging_dir, segments, inputs)
+    Handover.clear(video, staging_dir)
     record.segments_kept = len(kept)
     record.transcription_failed = sum(segment.transcript_status == "failed" for segment in kept)
     record.transcript_suspect = sum(bool(segment.transcript_suspect) for segment in kept)

@@ -8,7 +8,8 @@ other frame refers to undecoded away from the times analysed), converts only the
 downscaled by `scale` (x0.5) straight to RGB (the paper's BGR->RGB step happens in that
 conversion), and hands them to MTCNN in batches while it decodes the next ones. Boxes are mapped
 back to pixels of the source video. A segment with no face is dropped by the flow; for one with a
-face, the frame at its midpoint, taken in the same pass, is written as its JPEG frame.
+face, the frame at its midpoint, taken in the same pass, is written as its JPEG frame, and the frames
+the speaker_face stage reads, also taken in that pass, are left for it (`tasks.speaker_frames`).
 
 The decoding lives in `tasks.faces_decoding`, MTCNN and what makes it faster in `tasks.faces_mtcnn`;
 this module puts them together for a chunk of segments and registers the step as the first stage.
@@ -26,12 +27,14 @@ from modalink.records import FaceBox, FaceResult, MediaInfo, Segment, Video, fac
 from modalink.stages import Drop, SegmentStage, register
 from modalink.storage import write_atomically
 from modalink.timing import usable_cores
-from tasks.faces_decoding import as_rgb, batches_in_background, encode_jpeg, frames_at, scaled_size
+from tasks.faces_decoding import as_rgb, batches_in_background, encode_jpeg, frames_at, grey, picture, scaled_size
+from tasks.speaker_frames import FrameRequest, Handover, speaker_frame_request
 from tasks import faces_mtcnn, faces_yuface
 
 DETECTORS = {"mtcnn": faces_mtcnn, "yuface": faces_yuface}  # faces.detector: the module of each
 
 DROP_NO_FACE = "no_face"
+FACE, MIDPOINT, SPEAKER = 0, 1, 2  # what a frame of the decoding pass is taken for
 
 # Chunks decoded and analysed at once in a process: one per core keeps the cores busy and memory flat.
 _chunk_slots = threading.BoundedSemaphore(usable_cores())
@@ -61,41 +64,63 @@ def to_source_box(detection: dict, time: float, scale_x: float, scale_y: float, 
 
 
 def detect_faces_in_segments(video: Video, media_info: MediaInfo, segments: Sequence[Segment], config: FaceConfig,
-                             staging_dir: str | None = None) -> list[FaceResult]:
+                             staging_dir: str | None = None, handover: Handover | None = None) -> list[FaceResult]:
     """One FaceResult per segment, in order: one decoding pass over the chunk, MTCNN in batches.
 
     With `staging_dir`, the same pass takes each segment's midpoint frame, and those of the segments
-    with a face are written there as their JPEG frames (`config.jpeg_quality`)."""
+    with a face are written there as their JPEG frames (`config.jpeg_quality`). With `handover`, it
+    also takes the frames the speaker_face stage will read, and leaves them with it (`tasks.speaker_frames`)."""
     face_times = [(t, k) for k, s in enumerate(segments) for t in frame_times(s.start, s.end, config.fps, config.max_frames)]
     midpoints = [(s.midpoint, k) for k, s in enumerate(segments)] if staging_dir is not None else []
-    requests = sorted([(t, k, False) for t, k in face_times] + [(t, k, True) for t, k in midpoints])
+    speaker_times = [set(handover.request.times(s)) if handover else set() for s in segments]
+    requests = sorted([(t, k, FACE) for t, k in face_times] + [(t, k, MIDPOINT) for t, k in midpoints]
+                      + [(t, k, SPEAKER) for k, times in enumerate(speaker_times) for t in times])
     size = scaled_size(media_info.width, media_info.height, config.scale)
     scale_x, scale_y = media_info.width / size[0], media_info.height / size[1]
     found: list[list[FaceBox]] = [[] for _ in segments]
+    crops: list[list[tuple[FaceBox, np.ndarray]]] = [[] for _ in segments]
     analysed = [0] * len(segments)
     # Encoded as soon as decoded, also for segments that turn out to have no face (a few ms each):
     # a few JPEGs wait for MTCNN instead of full frames, whatever the resolution. Filled by the
     # decoding thread; read once it has finished.
     jpegs: dict[int, bytes] = {}
 
-    def frames_for_mtcnn() -> Iterator[tuple[tuple[float, int], "av.VideoFrame"]]:
-        for wanted, frame in frames_at(video.path, [t for t, _, _ in requests], deblock=config.deblock):
-            t, k, is_midpoint = requests[wanted]
-            if is_midpoint:
-                jpegs[k] = encode_jpeg(frame, config.jpeg_quality)
-            else:
-                yield (t, k), frame
+    greys = handover.writer() if handover else None
+
+    def frames_for_mtcnn() -> Iterator[tuple[tuple[float, int, "av.VideoFrame"], "av.VideoFrame"]]:
+        try:
+            for wanted, frame in frames_at(video.path, [t for t, _, _ in requests], deblock=config.deblock):
+                t, k, kind = requests[wanted]
+                if kind == MIDPOINT:
+                    jpegs[k] = encode_jpeg(frame, config.jpeg_quality)
+                elif kind == SPEAKER:
+                    greys.add(segments[k], t, grey(frame, handover.request.size(media_info)))
+                else:
+                    yield (t, k, frame), frame
+        finally:
+            if greys:
+                greys.close()
 
     with _chunk_slots:
         for batch in batches_in_background(as_rgb(frames_for_mtcnn(), size), config.batch_size):
             detections = DETECTORS[config.detector].detect_in_frames([rgb for _, rgb in batch], config)
-            for ((t, k), _), in_frame in zip(batch, detections):
+            for ((t, k, frame), _), in_frame in zip(batch, detections):
                 analysed[k] += 1
+                kept = []
                 for detection in in_frame:
                     box = to_source_box(detection, t, scale_x, scale_y, size)
                     if detection["confidence"] >= config.min_confidence and box.w > 0 and box.h > 0:
-                        found[k].append(box)
+                        kept.append(box)
+                found[k].extend(kept)
+                if kept and t in speaker_times[k]:
+                    crops[k].extend(speaker_crops(frame, kept, media_info))
     results = [pick_active_face(boxes, n) for boxes, n in zip(found, analysed)]
+    if handover is not None:
+        for segment, result, taken in zip(segments, results, crops):
+            if result.active is None:
+                handover.discard(segment)
+            else:
+                handover.put_index(segment, greys.times.get(segment.name, []), handover.request.size(media_info), taken)
     if staging_dir is not None:
         for k, (segment, result) in enumerate(zip(segments, results)):
             if result.active is None:
@@ -106,6 +131,14 @@ def detect_faces_in_segments(video: Video, media_info: MediaInfo, segments: Sequ
             else:  # the video ended before the midpoint: the media step says so
                 frame_path.unlink(missing_ok=True)
     return results
+
+
+def speaker_crops(frame: "av.VideoFrame", boxes: Sequence[FaceBox], media_info: MediaInfo) -> list[tuple[FaceBox, np.ndarray]]:
+    """The expressions stage's `face_crop` of each box, from the frame at full size in RGB."""
+    from tasks.expressions import face_crop
+
+    rgb = picture(frame, (media_info.width, media_info.height), "rgb24")
+    return [(box, face_crop(rgb, box)) for box in boxes]
 
 
 def detect_faces(video: Video, media_info: MediaInfo, segment: Segment, config: FaceConfig) -> FaceResult:
@@ -132,10 +165,17 @@ class FacesStage(SegmentStage):
     def preload(self, config) -> None:
         DETECTORS[config.faces.detector].get_detector()
 
-    def run_chunk(self, items, options: FaceConfig) -> list[FaceResult | Drop]:
+    def options(self, config) -> tuple[FaceConfig, FrameRequest | None]:
+        """Its section, and the frames to take for the speaker_face stage (decoded with the deblocking
+        filter, as that stage decodes them) in the same pass."""
+        return config.faces, speaker_frame_request(config) if config.faces.deblock else None
+
+    def run_chunk(self, items, options: tuple[FaceConfig, FrameRequest | None]) -> list[FaceResult | Drop]:
+        config, request = options
         first = items[0]
-        found = detect_faces_in_segments(first.video, first.media_info, [item.segment for item in items], options,
-                                         first.staging_dir)
+        handover = Handover.of(first.video, first.staging_dir, request) if request and first.shared is None else None
+        found = detect_faces_in_segments(first.video, first.media_info, [item.segment for item in items], config,
+                                         first.staging_dir, handover)
         return [result if result.active is not None else Drop(DROP_NO_FACE) for result in found]
 
     def record_fields(self, result: FaceResult, options) -> dict:

@@ -8,7 +8,8 @@ what the segment shows and sounds like:
    whose last box overlaps it most, IoU >= `link_iou`, or whose centre is near enough).
 2. `sample_times`: frames are decoded at `fps` (10 per second) inside the segment, with the chunk's
    one decoder (`tasks.faces_decoding.frames_at`), as grey images (the luma plane, area-resized to
-   `scale` of the source size: `tasks.faces_decoding.grey`).
+   `scale` of the source size: `tasks.faces_decoding.grey`); the faces stage's pass takes them for it
+   when it can (`tasks.speaker_frames`), and only the others are decoded here.
 3. `mouth_crop`: in each frame, each track's box (interpolated between its detections) gives the
    mouth region (`mouth_*`: the lower middle of the box), resized to a fixed size; the track's
    mouth motion between consecutive frames is the mean absolute difference of those crops, in grey
@@ -41,6 +42,7 @@ from modalink.config import Section, register_section
 from modalink.records import FaceBox, FaceResult, MediaInfo, Segment, face_box
 from modalink.stages import Drop, SegmentInput, SegmentStage, register
 from modalink.wav import read_span
+from tasks.speaker_frames import FrameRequest, Handover
 
 DROP_OFF_SCREEN = "speaker_off_screen"
 METHOD = "mouth motion and opening x speech level (correlation)"
@@ -368,26 +370,34 @@ def speaker_detections(faces: FaceResult, track: Sequence[FaceBox] | None) -> li
 # ----------------------------------------------------------------------------------------------- stage
 
 def grey_frames_for(path: str, media_info: MediaInfo, segments: Sequence[Segment], faces: Sequence[FaceResult],
-                    options: SpeakerFaceConfig) -> tuple[list[dict[float, np.ndarray]], tuple[float, float],
-                                                         dict[FaceBox, np.ndarray]]:
-    """Each segment's grey frames at its sample times, from one decoding pass over the chunk, and the
-    `face_crop` of every detection whose frame time is one of them (from the frame at full size, in RGB:
-    the crop the expressions stage would take from the frame it decodes)."""
+                    options: SpeakerFaceConfig, handover: Handover | None = None
+                    ) -> tuple[list[dict[float, np.ndarray]], tuple[float, float], dict[FaceBox, np.ndarray]]:
+    """Each segment's grey frames at its sample times and the `face_crop` of every detection whose frame
+    time is one of them (from the frame at full size, in RGB: the crop the expressions stage would take
+    from the frame it decodes): those the faces stage left in `handover`, the others from one decoding
+    pass over their segments."""
     from tasks.expressions import face_crop
     from tasks.faces_decoding import frames_at, grey, picture, scaled_size
 
-    requests = sorted((t, k) for k, s in enumerate(segments)
-                      for t in sample_times(s.start, s.end, options.fps, options.max_frames))
-    detected: dict[tuple[float, int], list[FaceBox]] = {}
-    for k, found in enumerate(faces):
-        for box in found.faces:
-            detected.setdefault((box.time, k), []).append(box)
     width, height = scaled_size(media_info.width, media_info.height, options.scale)
     frame_scale = (width / media_info.width, height / media_info.height)
     frames: list[dict[float, np.ndarray]] = [{} for _ in segments]
     crops: dict[FaceBox, np.ndarray] = {}
+    to_decode = []
+    for k, (segment, found) in enumerate(zip(segments, faces)):
+        if handover is not None and (taken := handover.take(segment, found)) is not None:
+            frames[k], from_faces_stage = taken
+            crops.update(from_faces_stage)
+        else:
+            to_decode.append(k)
+    requests = sorted((t, k) for k in to_decode
+                      for t in sample_times(segments[k].start, segments[k].end, options.fps, options.max_frames))
+    detected: dict[tuple[float, int], list[FaceBox]] = {}
+    for k in to_decode:
+        for box in faces[k].faces:
+            detected.setdefault((box.time, k), []).append(box)
     shown, image = None, None
-    for wanted, frame in frames_at(path, [t for t, _ in requests]):
+    for wanted, frame in frames_at(path, [t for t, _ in requests]) if requests else ():
         t, k = requests[wanted]
         if frame is not shown:
             shown, image = frame, grey(frame, (width, height))
@@ -402,7 +412,9 @@ def speakers_in_chunk(items: Sequence[SegmentInput], options: SpeakerFaceConfig)
     first = items[0]
     segments = [item.segment for item in items]
     faces = [item.results["faces"] for item in items]
-    frames, frame_scale, crops = grey_frames_for(first.video.path, first.media_info, segments, faces, options)
+    request = FrameRequest(options.fps, options.max_frames, options.scale)
+    handover = Handover.of(first.video, first.staging_dir, request) if first.shared is None else None
+    frames, frame_scale, crops = grey_frames_for(first.video.path, first.media_info, segments, faces, options, handover)
     results = []
     for item, found, grey in zip(items, faces, frames):
         audio = read_span(item.soundtrack, item.segment.start, item.segment.end)
@@ -434,7 +446,7 @@ class SpeakerFaceStage(SegmentStage):
     needs = ("faces",)
     drops = (DROP_OFF_SCREEN,)
     per_chunk = True
-    code = ("tasks.faces_decoding", "tasks.expressions")  # the frames it decodes, the face crops it takes
+    code = ("tasks.faces_decoding", "tasks.expressions", "tasks.speaker_frames")  # its frames and face crops
     schema = {
         "type": "object", "additionalProperties": False,
         "required": ["decision", "method", "reason", "track", "score", "margin", "confident", "scores", "frames",

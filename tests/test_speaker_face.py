@@ -2,6 +2,7 @@
 
 Pure functions on made-up boxes and series; then the stage's functions on real inputs (the GRID clips,
 bench/make_av_inputs.py's side_by_side.mp4 cut at its reference turns, voice_over.mp4); then one flow."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -111,6 +112,35 @@ def test_the_speaking_face_is_chosen_side_by_side(av_inputs, soundtracks):
         assert len(result.face_track) == len(sample_times(turn["start"], turn["end"], SpeakerFaceConfig().fps, SpeakerFaceConfig().max_frames))
         box = doc["boxes"][turn["speaker_side"]]
         assert all(box["x0"] - 5 <= p.x and p.x + p.w <= box["x1"] + 5 for p in result.face_track)
+
+
+def test_frames_handed_over_by_the_faces_stage_give_the_decoded_result(av_inputs, media, soundtracks, tmp_path):
+    """The faces stage's pass leaves each segment with a face its frames and crops (tasks.speaker_frames);
+    the speaker_face stage takes them instead of decoding again, with the same result, and deletes them.
+    A segment without a face leaves nothing; without a handover the frames are decoded again."""
+    from modalink.stages import get_stage
+    from tasks.speaker_frames import folder
+
+    doc = json.loads((av_inputs / "side_by_side.turns.json").read_text())
+    video, info = local_video(av_inputs / "side_by_side.mp4"), probe(str(av_inputs / "side_by_side.mp4"))
+    video_no_face = local_video(media / "noface_music_bigbuckbunny_0_30.webm")
+    segments = [Segment(video.video_id, k, 0, t["start"], t["end"]) for k, t in enumerate(doc["turns"][:3])]
+    items = [SegmentInput(video, s, info, soundtracks(video), str(tmp_path)) for s in segments]
+    faces_stage, speaker_stage, config = get_stage("faces"), get_stage("speaker_face"), Config()
+    faces = faces_stage.run_chunk(items, faces_stage.options(config))
+    handed = sorted(p.name for p in folder(video, str(tmp_path)).iterdir())
+    assert handed == sorted(f"{s.name}.{kind}" for s in segments for kind in ("grey.raw", "index.npz"))
+    with_faces = [dataclasses.replace(item, results={"faces": f}) for item, f in zip(items, faces)]
+    taken = speaker_stage.run_chunk(with_faces, speaker_stage.options(config))
+    assert not any(folder(video, str(tmp_path)).iterdir())
+    decoded = speaker_stage.run_chunk(with_faces, speaker_stage.options(config))  # nothing left: decoded
+    assert [r.cache_form() for r in taken] == [r.cache_form() for r in decoded]
+    assert all(r.face_crops for r in taken)
+
+    cartoon = SegmentInput(video_no_face, Segment(video_no_face.video_id, 0, 0, 3.0, 5.0), probe(video_no_face.path),
+                           "/unused", str(tmp_path))
+    assert faces_stage.run_chunk([cartoon], faces_stage.options(config)) == [Drop("no_face")]
+    assert not any(folder(video_no_face, str(tmp_path)).glob("*"))
 
 
 def test_a_voice_over_is_dropped_or_kept_as_configured(av_inputs, soundtracks):
