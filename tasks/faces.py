@@ -30,6 +30,7 @@ from modalink.timing import usable_cores
 from tasks.faces_decoding import as_rgb, batches_in_background, encode_jpeg, frames_at, grey, picture, scaled_size
 from tasks.speaker_frames import FrameRequest, Handover, speaker_frame_request
 from tasks import faces_mtcnn, faces_yuface
+from tasks.base import release_free_heap
 
 DETECTORS = {"mtcnn": faces_mtcnn, "yuface": faces_yuface}  # faces.detector: the module of each
 
@@ -174,8 +175,11 @@ class FacesStage(SegmentStage):
         config, request = options
         first = items[0]
         handover = Handover.of(first.video, first.staging_dir, request) if request and first.shared is None else None
-        found = detect_faces_in_segments(first.video, first.media_info, [item.segment for item in items], config,
-                                         first.staging_dir, handover)
+        try:
+            found = detect_faces_in_segments(first.video, first.media_info, [item.segment for item in items], config,
+                                             first.staging_dir, handover)
+        finally:
+            release_free_heap()  # the chunk's decoded frames, freed: given back before the next chunk's
         return [result if result.active is not None else Drop(DROP_NO_FACE) for result in found]
 
     def record_fields(self, result: FaceResult, options) -> dict:

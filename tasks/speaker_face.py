@@ -470,7 +470,12 @@ class SpeakerFaceStage(SegmentStage):
     }
 
     def run_chunk(self, items, options: SpeakerFaceConfig) -> list[SpeakerFace | Drop]:
-        return speakers_in_chunk(items, options)
+        from tasks.base import release_free_heap
+
+        try:
+            return speakers_in_chunk(items, options)
+        finally:
+            release_free_heap()  # the chunk's frames, freed: given back before the next chunk's
 
     def record_fields(self, result: SpeakerFace, options) -> dict:
         from modalink.stages import plain
