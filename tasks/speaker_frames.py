@@ -2,15 +2,17 @@
 
 The speaker_face stage needs each segment's frames at its sample times (grey, `speaker_face.scale`) and
 the `face_crop` of each detection at one of those times. The faces stage decodes the same stretch of
-video just before it: with a `Handover`, its pass also takes those frames (`GreyFrames` files, written
-as each segment's frames are complete, so a chunk's frames are never all in memory) and, once MTCNN has
-found the faces, the crops of the segments with a face (`Crops` files; the grey frames of a segment
-without one are deleted). The speaker_face stage takes both and deletes them; a segment without them
-(its faces result came from the cache, or its files were lost) has its frames decoded again. The frames
-are the same either way: the same decoder, the same frames and the same conversions.
+video just before it: with a `Handover`, its pass also takes those frames (a segment's `grey` file,
+appended to as they are decoded, so a chunk's frames are never all in memory) and, once MTCNN has found
+the faces, writes each segment with a face its `index` (the frames' times and size, and the face crops);
+the grey frames of a segment without a face are deleted. The speaker_face stage takes both files and
+deletes them; a segment without them, or whose index does not match its sample times (its faces result
+came from the cache, its files were lost or are an earlier run's), has its frames decoded again. The
+frames are the same either way: the same decoder, the same frames and the same conversions.
 
-The files live in the staging folder's `.modalink/work/<video>/speaker-frames/`; a task whose inputs come
-from the dataset's storage (`run.fan_out`, a remote Dask cluster) hands nothing over.
+The files live in the staging folder's `.modalink/work/<video>/speaker-frames/` and the video flow clears
+that folder when its stages are done; a task whose inputs come from the dataset's storage (`run.fan_out`,
+a remote Dask cluster) hands nothing over.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 
@@ -111,6 +113,8 @@ class Handover:
                 if not np.array_equal(index["check"], self.check()):
                     return None
                 times, (width, height) = index["times"].tolist(), index["size"].tolist()
+                if times != self.request.times(segment)[:len(times)]:  # another segment of that name
+                    return None
                 by_row = dict(zip(map(tuple, index["boxes"].tolist()), index["crops"]))
             grey = np.fromfile(self.file(segment, "grey"), np.uint8)
             if grey.size != len(times) * width * height:
@@ -129,7 +133,7 @@ class GreyWriter:
 
     def __init__(self, handover: Handover) -> None:
         self.handover = handover
-        self.files: dict[str, object] = {}
+        self.files: dict[str, BinaryIO] = {}
         self.times: dict[str, list[float]] = {}
 
     def add(self, segment: Segment, time: float, image: np.ndarray) -> None:

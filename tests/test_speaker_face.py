@@ -117,9 +117,10 @@ def test_the_speaking_face_is_chosen_side_by_side(av_inputs, soundtracks):
 def test_frames_handed_over_by_the_faces_stage_give_the_decoded_result(av_inputs, media, soundtracks, tmp_path):
     """The faces stage's pass leaves each segment with a face its frames and crops (tasks.speaker_frames);
     the speaker_face stage takes them instead of decoding again, with the same result, and deletes them.
-    A segment without a face leaves nothing; without a handover the frames are decoded again."""
+    A segment without a face leaves nothing; without a handover the frames are decoded again, and files left
+    for another segment of the same name (an earlier run that cut it elsewhere) are not taken."""
     from modalink.stages import get_stage
-    from tasks.speaker_frames import folder
+    from tasks.speaker_frames import Handover, folder
 
     doc = json.loads((av_inputs / "side_by_side.turns.json").read_text())
     video, info = local_video(av_inputs / "side_by_side.mp4"), probe(str(av_inputs / "side_by_side.mp4"))
@@ -136,6 +137,13 @@ def test_frames_handed_over_by_the_faces_stage_give_the_decoded_result(av_inputs
     decoded = speaker_stage.run_chunk(with_faces, speaker_stage.options(config))  # nothing left: decoded
     assert [r.cache_form() for r in taken] == [r.cache_form() for r in decoded]
     assert all(r.face_crops for r in taken)
+
+    faces_stage.run_chunk(items, faces_stage.options(config))  # files left by a run that cut other segments 0_0, ...
+    handover = Handover.of(video, str(tmp_path), faces_stage.options(config)[1])
+    moved = dataclasses.replace(segments[0], start=segments[0].start + 0.05)
+    assert handover.take(moved, faces[0]) is None and handover.take(segments[1], faces[1]) is not None
+    Handover.clear(video, str(tmp_path))
+    assert not folder(video, str(tmp_path)).exists()
 
     cartoon = SegmentInput(video_no_face, Segment(video_no_face.video_id, 0, 0, 3.0, 5.0), probe(video_no_face.path),
                            "/unused", str(tmp_path))
