@@ -100,7 +100,7 @@ def detect_faces_in_segments(video: Video, media_info: MediaInfo, segments: Sequ
                     yield (t, k, frame), frame
         finally:
             if greys:
-                greys.close()
+                greys.close(segments)
 
     with _chunk_slots:
         for batch in batches_in_background(as_rgb(frames_for_mtcnn(), size), config.batch_size):
@@ -121,7 +121,7 @@ def detect_faces_in_segments(video: Video, media_info: MediaInfo, segments: Sequ
             if result.active is None:
                 handover.discard(segment)
             else:
-                handover.put_index(segment, greys.times.get(segment.name, []), handover.request.size(media_info), taken)
+                greys.hand_over(segment, handover.request.size(media_info), taken)
     if staging_dir is not None:
         for k, (segment, result) in enumerate(zip(segments, results)):
             if result.active is None:

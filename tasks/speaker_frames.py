@@ -97,14 +97,20 @@ class Handover:
                   crops: Sequence[tuple[FaceBox, np.ndarray]]) -> None:
         """What makes the segment's grey frames readable (their times and size), and the `face_crop` of
         each of its detections at one of its sample times."""
-        with replaced_atomically(self.file(segment, "index")) as partial:
-            np.savez(partial, check=self.check(), times=np.array(times, dtype=np.float64), size=np.array(size),
-                     boxes=np.array([box_row(box) for box, _ in crops], dtype=np.float64).reshape(-1, 6),
-                     crops=np.stack([crop for _, crop in crops]) if crops else np.zeros((0, 0, 0), np.uint8))
+        try:
+            with replaced_atomically(self.file(segment, "index")) as partial:
+                np.savez(partial, check=self.check(), times=np.array(times, dtype=np.float64), size=np.array(size),
+                         boxes=np.array([box_row(box) for box, _ in crops], dtype=np.float64).reshape(-1, 6),
+                         crops=np.stack([crop for _, crop in crops]) if crops else np.zeros((0, 0, 0), np.uint8))
+        except OSError:  # a full disk, say: nothing is handed over, the speaker_face stage decodes
+            self.discard(segment)
 
     def discard(self, segment: Segment) -> None:
         for kind in ("grey", "index"):
-            self.file(segment, kind).unlink(missing_ok=True)
+            try:
+                self.file(segment, kind).unlink(missing_ok=True)
+            except OSError:  # no folder to remove it from
+                pass
 
     def take(self, segment: Segment, faces: FaceResult) -> tuple[dict[float, np.ndarray], dict[FaceBox, np.ndarray]] | None:
         """(grey frames by time, crops by detection) left for `segment`, or None; the files are deleted."""
@@ -129,21 +135,48 @@ class Handover:
 
 class GreyWriter:
     """One faces pass's grey frames, appended to their segment's file as they are decoded (a segment's
-    frames are never all in memory); `times` says which frames each file holds."""
+    frames are never all in memory). A file that cannot be written (a full disk) is given up: the handover
+    is only a shortcut, the speaker_face stage decodes that segment's frames itself."""
 
     def __init__(self, handover: Handover) -> None:
         self.handover = handover
         self.files: dict[str, BinaryIO] = {}
         self.times: dict[str, list[float]] = {}
+        self.failed: set[str] = set()
 
     def add(self, segment: Segment, time: float, image: np.ndarray) -> None:
-        if segment.name not in self.files:
-            path = self.handover.file(segment, "grey")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.files[segment.name], self.times[segment.name] = open(path, "wb"), []
-        self.files[segment.name].write(np.ascontiguousarray(image).data)
-        self.times[segment.name].append(time)
+        if segment.name in self.failed:
+            return
+        try:
+            if segment.name not in self.files:
+                path = self.handover.file(segment, "grey")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.files[segment.name], self.times[segment.name] = open(path, "wb"), []
+            self.files[segment.name].write(np.ascontiguousarray(image).data)
+            self.times[segment.name].append(time)
+        except OSError:
+            self.give_up(segment)
 
-    def close(self) -> None:
-        for file in self.files.values():
-            file.close()
+    def give_up(self, segment: Segment) -> None:
+        self.failed.add(segment.name)
+        if (file := self.files.pop(segment.name, None)) is not None:
+            try:
+                file.close()
+            except OSError:
+                pass
+        self.handover.discard(segment)
+
+    def close(self, segments: Sequence[Segment]) -> None:
+        for segment in segments:
+            if (file := self.files.pop(segment.name, None)) is not None:
+                try:
+                    file.close()
+                except OSError:
+                    self.give_up(segment)
+
+    def hand_over(self, segment: Segment, size: tuple[int, int], crops: Sequence[tuple[FaceBox, np.ndarray]]) -> None:
+        """The segment's index, once its frames are all written; nothing when they could not be."""
+        if segment.name in self.failed:
+            self.handover.discard(segment)
+        else:
+            self.handover.put_index(segment, self.times.get(segment.name, []), size, crops)
