@@ -190,6 +190,8 @@ def download(url: str, config: AcquireConfig, download_dir: str) -> Video:
         if "Unsupported URL" in message or "HTTP Error 404" in message:
             raise SourceError(f"cannot download {url}: {message}") from None
         raise RuntimeError(f"download of {url} failed: {message}") from None  # transient: retried
+    for leftover in folder.glob(f"{glob_escape(named.with_suffix('').name)}.info.json.*.tmp"):
+        leftover.unlink(missing_ok=True)  # yt-dlp's temporary info.json of a run killed while writing it
     path = _downloaded_file(named, info)
     fingerprint = file_fingerprint(path)
     return Video(
@@ -208,7 +210,7 @@ def _downloaded_file(named: Path, info: dict[str, Any]) -> Path:
         if item.get("filepath") and Path(item["filepath"]).exists():
             return Path(item["filepath"])
     for candidate in sorted(named.parent.glob(f"{glob_escape(named.with_suffix('').name)}.*")):
-        if not candidate.name.endswith((".info.json", ".part", ".ytdl")):
+        if not candidate.name.endswith((".info.json", ".part", ".ytdl", ".tmp")):
             return candidate
     raise RuntimeError(f"yt-dlp reported {info.get('webpage_url')} as downloaded but no file is in {named.parent}")
 
